@@ -1,0 +1,783 @@
+//! The matching engine: one limit order book per ticker with price-time priority.
+//!
+//! # Rules
+//! - An incoming bid matches resting asks priced at or below its limit (any price for a market
+//!   bid), best price first and, within a price, oldest first (FIFO); asks mirror this.
+//! - Trades execute at the resting order's price. A partial fill leaves the rest of the resting
+//!   order in place, keeping its time priority; the rest of an incoming limit order rests at the
+//!   back of its price level; the rest of a market order is dropped (immediate-or-cancel).
+//! - An order id seen before is ignored and reported as [`PlaceOutcome::Duplicate`], so senders
+//!   can retry until confirmed (at-least-once) without trading twice. Ids of resting orders are
+//!   always known; ids of orders that left the book (filled, cancelled, market) are remembered
+//!   for the last `dedup_capacity` such orders (default [`OrderBook::DEFAULT_DEDUP_CAPACITY`]),
+//!   a window far longer than any retry timeout, which keeps memory and snapshots bounded.
+//!
+//! # Data structures and cost
+//! Each side is a `BTreeMap` from price to a price level, and each level is an intrusive doubly
+//! linked FIFO list of orders stored in a slab (`Vec` plus free list), so:
+//! placing costs O(log levels) plus O(1) per trade, cancelling by id costs O(1) to unlink plus
+//! O(log levels) when the level empties, and no operation walks the book's depth. One hash map
+//! from order id to slab slot serves cancel-by-id and duplicate detection at once.
+//!
+//! # Event sourcing
+//! [`OrderBook::place`] and [`OrderBook::cancel`] emit [`BookEvent`]s; [`OrderBook::apply`]
+//! replays them onto another book without re-running the matching logic, and reaches the same
+//! state (same resting orders, same priorities, same duplicate window). A [`BookSnapshot`] holds
+//! every resting order with its remaining quantity and arrival sequence, and restores to a book
+//! that behaves identically.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{BookEvent, Fill, Match, OrderCancelled};
+use crate::money::{Price, Quantity, Timestamp};
+use crate::order::{Order, OrderId, OrderType, Side};
+use crate::ticker::Ticker;
+
+/// Slab index meaning "none" in the intrusive lists, and "left the book" in the id map.
+const NIL: u32 = u32::MAX;
+
+/// Why the book refused an order, a cancel, an event or a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookError {
+    /// The order or event is for another ticker.
+    #[error("order book for {book} received an order or event for {got}")]
+    WrongTicker {
+        /// The book's ticker.
+        book: Ticker,
+        /// The ticker that arrived.
+        got: Ticker,
+    },
+    /// Quantity zero.
+    #[error("order {0} has a quantity of zero")]
+    ZeroQuantity(OrderId),
+    /// A limit price of zero or less.
+    #[error("order {0} has a limit price of zero or less")]
+    NonPositivePrice(OrderId),
+    /// The book holds `u32::MAX - 1` resting orders already.
+    #[error("order book is full")]
+    Full,
+    /// Replayed events or a snapshot that no book could have produced.
+    #[error("inconsistent book history: {0}")]
+    Inconsistent(String),
+}
+
+/// What happened to a placed order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlaceOutcome {
+    /// The order was new: `filled` shares traded now and `resting` shares rest in the book.
+    Accepted {
+        /// Shares traded immediately.
+        filled: Quantity,
+        /// Shares left resting (always 0 for market orders).
+        resting: Quantity,
+    },
+    /// The id was seen before; nothing changed and no event was emitted.
+    Duplicate,
+}
+
+/// What happened to a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelOutcome {
+    /// The order rested and is now removed; `remaining` shares were withdrawn.
+    Cancelled {
+        /// Shares withdrawn.
+        remaining: Quantity,
+    },
+    /// No resting order has that id (never seen, already filled, or already cancelled).
+    NotResting,
+}
+
+/// A resting order as it appears in snapshots and queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestingOrder {
+    /// Order id.
+    pub id: OrderId,
+    /// Bid or ask.
+    pub side: Side,
+    /// Limit price.
+    pub price: Price,
+    /// Quantity originally ordered.
+    pub quantity: Quantity,
+    /// Quantity still open.
+    pub remaining: Quantity,
+    /// Arrival sequence within this book: time priority inside a price level.
+    pub seq: u64,
+    /// When the trader placed it.
+    pub placed_at: Timestamp,
+}
+
+/// The complete state of a book: restoring it gives a book that matches exactly as the
+/// original would.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookSnapshot {
+    /// The book's ticker.
+    pub ticker: Ticker,
+    /// The next arrival sequence number to assign.
+    pub next_seq: u64,
+    /// How many ids of departed orders the book remembers.
+    pub dedup_capacity: u64,
+    /// Resting bids, best price first, oldest first within a price.
+    pub bids: Vec<RestingOrder>,
+    /// Resting asks, best price first, oldest first within a price.
+    pub asks: Vec<RestingOrder>,
+    /// Ids of orders that left the book, oldest first (the duplicate window).
+    pub departed_ids: Vec<OrderId>,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    id: OrderId,
+    side: Side,
+    price: Price,
+    quantity: Quantity,
+    remaining: Quantity,
+    seq: u64,
+    placed_at: Timestamp,
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    head: u32,
+    tail: u32,
+    /// Open quantity at this level.
+    total: Quantity,
+    /// Orders at this level.
+    count: u32,
+}
+
+/// One side of the book. Keys are arranged so that the best level is always the first:
+/// asks by price, bids by negated price.
+#[derive(Debug, Clone)]
+struct Ladder {
+    side: Side,
+    levels: BTreeMap<i64, Level>,
+}
+
+impl Ladder {
+    fn new(side: Side) -> Self {
+        Ladder {
+            side,
+            levels: BTreeMap::new(),
+        }
+    }
+
+    #[inline]
+    fn key(&self, price: Price) -> i64 {
+        match self.side {
+            Side::Ask => price.ticks(),
+            Side::Bid => -price.ticks(),
+        }
+    }
+
+    #[inline]
+    fn price(&self, key: i64) -> Price {
+        price_of(self.side, key)
+    }
+
+    fn best(&self) -> Option<Price> {
+        self.levels.keys().next().map(|&k| self.price(k))
+    }
+}
+
+/// The price of a ladder key on `side` (the inverse of [`Ladder::key`]).
+#[inline]
+fn price_of(side: Side, key: i64) -> Price {
+    match side {
+        Side::Ask => Price::from_ticks(key),
+        Side::Bid => Price::from_ticks(-key),
+    }
+}
+
+/// Order storage: a slab of nodes with a free list.
+#[derive(Debug, Clone, Default)]
+struct Slab {
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+}
+
+impl Slab {
+    fn alloc(&mut self, node: Node) -> Result<u32, BookError> {
+        if let Some(slot) = self.free.pop() {
+            self.nodes[slot as usize] = node;
+            Ok(slot)
+        } else if self.nodes.len() < NIL as usize {
+            self.nodes.push(node);
+            Ok((self.nodes.len() - 1) as u32)
+        } else {
+            Err(BookError::Full)
+        }
+    }
+}
+
+/// Known order ids: resting ones map to their slab slot, departed ones to `NIL` and are kept
+/// in arrival-of-departure order for the bounded duplicate window.
+#[derive(Debug, Clone)]
+struct Registry {
+    ids: HashMap<OrderId, u32, foldhash::fast::RandomState>,
+    departed: VecDeque<OrderId>,
+    capacity: usize,
+}
+
+impl Registry {
+    fn new(capacity: usize) -> Self {
+        Registry {
+            ids: HashMap::default(),
+            departed: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Records that `id` left the book (or never rested), evicting the oldest departed id
+    /// once the window is full.
+    #[inline]
+    fn depart(&mut self, id: OrderId) {
+        self.ids.insert(id, NIL);
+        self.departed.push_back(id);
+        if self.departed.len() > self.capacity
+            && let Some(old) = self.departed.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+    }
+}
+
+/// A limit order book for one ticker. See the [module docs](self) for the rules.
+#[derive(Debug, Clone)]
+pub struct OrderBook {
+    ticker: Ticker,
+    bids: Ladder,
+    asks: Ladder,
+    slab: Slab,
+    registry: Registry,
+    next_seq: u64,
+}
+
+impl OrderBook {
+    /// Departed order ids remembered for duplicate detection unless configured otherwise.
+    pub const DEFAULT_DEDUP_CAPACITY: usize = 10_000;
+
+    /// An empty book with the default duplicate window.
+    pub fn new(ticker: Ticker) -> Self {
+        Self::with_dedup_capacity(ticker, Self::DEFAULT_DEDUP_CAPACITY)
+    }
+
+    /// An empty book remembering the ids of the last `dedup_capacity` departed orders.
+    pub fn with_dedup_capacity(ticker: Ticker, dedup_capacity: usize) -> Self {
+        OrderBook {
+            ticker,
+            bids: Ladder::new(Side::Bid),
+            asks: Ladder::new(Side::Ask),
+            slab: Slab::default(),
+            registry: Registry::new(dedup_capacity),
+            next_seq: 0,
+        }
+    }
+
+    /// The book's ticker.
+    pub fn ticker(&self) -> Ticker {
+        self.ticker
+    }
+
+    /// Places an order at time `at` (the time its trades carry), appending the resulting
+    /// events to `out` (which the caller may reuse between calls to avoid allocating).
+    ///
+    /// A duplicate id returns [`PlaceOutcome::Duplicate`] and emits nothing; an invalid order
+    /// returns an error and changes nothing.
+    pub fn place(
+        &mut self,
+        order: Order,
+        at: Timestamp,
+        out: &mut Vec<BookEvent>,
+    ) -> Result<PlaceOutcome, BookError> {
+        self.validate(&order)?;
+        if self.registry.ids.contains_key(&order.id) {
+            return Ok(PlaceOutcome::Duplicate);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        out.push(BookEvent::OrderPlaced(order));
+        let limit = match order.kind {
+            OrderType::Market => {
+                // A market order never rests, so it departs at once (replay does the same).
+                self.registry.depart(order.id);
+                None
+            }
+            OrderType::Limit(price) => Some(price),
+        };
+        let opposite = match order.side {
+            Side::Bid => &mut self.asks,
+            Side::Ask => &mut self.bids,
+        };
+        let remaining = cross(
+            opposite,
+            &mut self.slab,
+            &mut self.registry,
+            &order,
+            limit,
+            at,
+            out,
+        );
+        let filled = order.quantity - remaining;
+        match limit {
+            Some(price) if remaining > 0 => {
+                let own = match order.side {
+                    Side::Bid => &mut self.bids,
+                    Side::Ask => &mut self.asks,
+                };
+                let slot = rest(own, &mut self.slab, &order, price, remaining, seq)?;
+                self.registry.ids.insert(order.id, slot);
+                Ok(PlaceOutcome::Accepted {
+                    filled,
+                    resting: remaining,
+                })
+            }
+            Some(_) => {
+                self.registry.depart(order.id);
+                Ok(PlaceOutcome::Accepted { filled, resting: 0 })
+            }
+            None => Ok(PlaceOutcome::Accepted { filled, resting: 0 }),
+        }
+    }
+
+    /// Cancels a resting order by id, emitting [`BookEvent::OrderCancelled`] when it rested.
+    pub fn cancel(
+        &mut self,
+        order_id: OrderId,
+        at: Timestamp,
+        out: &mut Vec<BookEvent>,
+    ) -> CancelOutcome {
+        match self.remove_resting(order_id) {
+            Some(remaining) => {
+                out.push(BookEvent::OrderCancelled(OrderCancelled {
+                    ticker: self.ticker,
+                    order_id,
+                    remaining,
+                    at,
+                }));
+                CancelOutcome::Cancelled { remaining }
+            }
+            None => CancelOutcome::NotResting,
+        }
+    }
+
+    /// Applies an event this or another book with the same history emitted, without running
+    /// the matching logic: the way a persistent order book recovers from its journal.
+    ///
+    /// `Match` events change nothing (the two `Fill`s before each carry the change); a `Fill`
+    /// of an order that does not rest (a market order) changes nothing.
+    pub fn apply(&mut self, event: &BookEvent) -> Result<(), BookError> {
+        if event.ticker() != self.ticker {
+            return Err(BookError::WrongTicker {
+                book: self.ticker,
+                got: event.ticker(),
+            });
+        }
+        match event {
+            BookEvent::OrderPlaced(order) => {
+                self.validate(order)?;
+                if self.registry.ids.contains_key(&order.id) {
+                    return Err(BookError::Inconsistent(format!(
+                        "order {} placed twice",
+                        order.id
+                    )));
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                match order.kind {
+                    OrderType::Market => self.registry.depart(order.id),
+                    OrderType::Limit(price) => {
+                        let own = match order.side {
+                            Side::Bid => &mut self.bids,
+                            Side::Ask => &mut self.asks,
+                        };
+                        let slot = rest(own, &mut self.slab, order, price, order.quantity, seq)?;
+                        self.registry.ids.insert(order.id, slot);
+                    }
+                }
+            }
+            BookEvent::Fill(fill) => {
+                let Some(&slot) = self.registry.ids.get(&fill.order_id) else {
+                    return Ok(());
+                };
+                if slot == NIL {
+                    return Ok(());
+                }
+                let node = &mut self.slab.nodes[slot as usize];
+                if fill.quantity > node.remaining {
+                    return Err(BookError::Inconsistent(format!(
+                        "fill of {} for order {} with only {} open",
+                        fill.quantity, fill.order_id, node.remaining
+                    )));
+                }
+                node.remaining -= fill.quantity;
+                let (remaining, price) = (node.remaining, node.price);
+                let ladder = match fill.side {
+                    Side::Bid => &mut self.bids,
+                    Side::Ask => &mut self.asks,
+                };
+                let key = ladder.key(price);
+                if let Some(level) = ladder.levels.get_mut(&key) {
+                    level.total -= fill.quantity;
+                }
+                if remaining == 0 {
+                    self.remove_resting(fill.order_id);
+                }
+            }
+            BookEvent::Match(_) => {}
+            BookEvent::OrderCancelled(c) => {
+                if self.remove_resting(c.order_id).is_none() {
+                    return Err(BookError::Inconsistent(format!(
+                        "cancel of order {} that does not rest",
+                        c.order_id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The highest resting bid price.
+    pub fn best_bid(&self) -> Option<Price> {
+        self.bids.best()
+    }
+
+    /// The lowest resting ask price.
+    pub fn best_ask(&self) -> Option<Price> {
+        self.asks.best()
+    }
+
+    /// Number of resting orders.
+    pub fn len(&self) -> usize {
+        self.slab.nodes.len() - self.slab.free.len()
+    }
+
+    /// True when nothing rests.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when `id` rests in the book or departed recently enough to be remembered: an order
+    /// with this id would be reported as a duplicate.
+    pub fn knows(&self, id: OrderId) -> bool {
+        self.registry.ids.contains_key(&id)
+    }
+
+    /// The resting order with this id, if any.
+    pub fn resting(&self, id: OrderId) -> Option<RestingOrder> {
+        let slot = *self.registry.ids.get(&id)?;
+        if slot == NIL {
+            return None;
+        }
+        Some(resting_order(&self.slab.nodes[slot as usize]))
+    }
+
+    /// Aggregated depth of one side, best price first: `(price, open quantity, orders)`.
+    pub fn depth(&self, side: Side) -> Vec<(Price, Quantity, u32)> {
+        let ladder = self.ladder(side);
+        ladder
+            .levels
+            .iter()
+            .map(|(&k, l)| (ladder.price(k), l.total, l.count))
+            .collect()
+    }
+
+    /// Every resting order of one side, best price first and oldest first within a price.
+    pub fn orders(&self, side: Side) -> Vec<RestingOrder> {
+        let ladder = self.ladder(side);
+        let mut all = Vec::with_capacity(self.len());
+        for level in ladder.levels.values() {
+            let mut slot = level.head;
+            while slot != NIL {
+                let node = &self.slab.nodes[slot as usize];
+                all.push(resting_order(node));
+                slot = node.next;
+            }
+        }
+        all
+    }
+
+    /// The complete state of the book.
+    pub fn snapshot(&self) -> BookSnapshot {
+        BookSnapshot {
+            ticker: self.ticker,
+            next_seq: self.next_seq,
+            dedup_capacity: self.registry.capacity as u64,
+            bids: self.orders(Side::Bid),
+            asks: self.orders(Side::Ask),
+            departed_ids: self.registry.departed.iter().copied().collect(),
+        }
+    }
+
+    /// Rebuilds a book from a snapshot, checking that it is one a book could have produced
+    /// (orders on the right side of their ticker, positive quantities, no repeated id, time
+    /// priority consistent with the arrival sequence, a book that is not crossed).
+    pub fn from_snapshot(snapshot: &BookSnapshot) -> Result<Self, BookError> {
+        let capacity = usize::try_from(snapshot.dedup_capacity)
+            .map_err(|_| BookError::Inconsistent("dedup capacity too large".into()))?;
+        let mut book = OrderBook::with_dedup_capacity(snapshot.ticker, capacity);
+        book.next_seq = snapshot.next_seq;
+        for (side, orders) in [(Side::Bid, &snapshot.bids), (Side::Ask, &snapshot.asks)] {
+            let mut previous: Option<&RestingOrder> = None;
+            for o in orders.iter() {
+                let bad = |why: &str| {
+                    Err(BookError::Inconsistent(format!(
+                        "snapshot order {}: {why}",
+                        o.id
+                    )))
+                };
+                if o.side != side {
+                    return bad("listed on the wrong side");
+                }
+                if o.remaining == 0 || o.remaining > o.quantity {
+                    return bad("remaining quantity out of range");
+                }
+                if o.price.ticks() <= 0 {
+                    return bad("non-positive price");
+                }
+                if o.seq >= snapshot.next_seq {
+                    return bad("arrival sequence not below next_seq");
+                }
+                if book.registry.ids.contains_key(&o.id) {
+                    return bad("id appears twice");
+                }
+                if let Some(p) = previous {
+                    let better_or_same = match side {
+                        Side::Bid => p.price >= o.price,
+                        Side::Ask => p.price <= o.price,
+                    };
+                    if !better_or_same || (p.price == o.price && p.seq >= o.seq) {
+                        return bad("out of price-time order");
+                    }
+                }
+                previous = Some(o);
+                let own = match side {
+                    Side::Bid => &mut book.bids,
+                    Side::Ask => &mut book.asks,
+                };
+                let order = Order {
+                    id: o.id,
+                    ticker: snapshot.ticker,
+                    side,
+                    kind: OrderType::Limit(o.price),
+                    quantity: o.quantity,
+                    placed_at: o.placed_at,
+                };
+                let slot = rest(own, &mut book.slab, &order, o.price, o.remaining, o.seq)?;
+                book.registry.ids.insert(o.id, slot);
+            }
+        }
+        if let (Some(bid), Some(ask)) = (book.best_bid(), book.best_ask())
+            && bid >= ask
+        {
+            return Err(BookError::Inconsistent(format!(
+                "snapshot is crossed: bid {bid} >= ask {ask}"
+            )));
+        }
+        for &id in &snapshot.departed_ids {
+            if book.registry.ids.contains_key(&id) {
+                return Err(BookError::Inconsistent(format!(
+                    "snapshot id {id} both rests and departed"
+                )));
+            }
+            book.registry.depart(id);
+        }
+        Ok(book)
+    }
+
+    fn validate(&self, order: &Order) -> Result<(), BookError> {
+        if order.ticker != self.ticker {
+            return Err(BookError::WrongTicker {
+                book: self.ticker,
+                got: order.ticker,
+            });
+        }
+        if order.quantity == 0 {
+            return Err(BookError::ZeroQuantity(order.id));
+        }
+        if let OrderType::Limit(p) = order.kind
+            && p.ticks() <= 0
+        {
+            return Err(BookError::NonPositivePrice(order.id));
+        }
+        Ok(())
+    }
+
+    fn ladder(&self, side: Side) -> &Ladder {
+        match side {
+            Side::Bid => &self.bids,
+            Side::Ask => &self.asks,
+        }
+    }
+
+    /// Unlinks a resting order, marks its id departed and returns its open quantity.
+    fn remove_resting(&mut self, id: OrderId) -> Option<Quantity> {
+        let slot = *self.registry.ids.get(&id)?;
+        if slot == NIL {
+            return None;
+        }
+        let node = self.slab.nodes[slot as usize].clone();
+        let ladder = match node.side {
+            Side::Bid => &mut self.bids,
+            Side::Ask => &mut self.asks,
+        };
+        let key = ladder.key(node.price);
+        let level = ladder.levels.get_mut(&key)?;
+        if node.prev == NIL {
+            level.head = node.next;
+        } else {
+            self.slab.nodes[node.prev as usize].next = node.next;
+        }
+        if node.next == NIL {
+            level.tail = node.prev;
+        } else {
+            self.slab.nodes[node.next as usize].prev = node.prev;
+        }
+        level.total -= node.remaining;
+        level.count -= 1;
+        if level.count == 0 {
+            ladder.levels.remove(&key);
+        }
+        self.slab.free.push(slot);
+        self.registry.depart(id);
+        Some(node.remaining)
+    }
+}
+
+fn resting_order(node: &Node) -> RestingOrder {
+    RestingOrder {
+        id: node.id,
+        side: node.side,
+        price: node.price,
+        quantity: node.quantity,
+        remaining: node.remaining,
+        seq: node.seq,
+        placed_at: node.placed_at,
+    }
+}
+
+/// Appends an order at the back of its price level and returns its slot.
+fn rest(
+    ladder: &mut Ladder,
+    slab: &mut Slab,
+    order: &Order,
+    price: Price,
+    remaining: Quantity,
+    seq: u64,
+) -> Result<u32, BookError> {
+    let key = ladder.key(price);
+    let level = ladder.levels.entry(key).or_insert(Level {
+        head: NIL,
+        tail: NIL,
+        total: 0,
+        count: 0,
+    });
+    let slot = slab.alloc(Node {
+        id: order.id,
+        side: order.side,
+        price,
+        quantity: order.quantity,
+        remaining,
+        seq,
+        placed_at: order.placed_at,
+        prev: level.tail,
+        next: NIL,
+    })?;
+    if level.tail == NIL {
+        level.head = slot;
+    } else {
+        slab.nodes[level.tail as usize].next = slot;
+    }
+    level.tail = slot;
+    level.total += remaining;
+    level.count += 1;
+    Ok(slot)
+}
+
+/// Matches an incoming order against the opposite ladder and returns its unfilled quantity.
+#[inline]
+fn cross(
+    opposite: &mut Ladder,
+    slab: &mut Slab,
+    registry: &mut Registry,
+    order: &Order,
+    limit: Option<Price>,
+    at: Timestamp,
+    out: &mut Vec<BookEvent>,
+) -> Quantity {
+    let mut remaining = order.quantity;
+    // The incoming order trades with a level while the level's key is at most this bound.
+    let bound = limit.map_or(i64::MAX, |p| opposite.key(p));
+    let opposite_side = opposite.side;
+    while remaining > 0 {
+        let Some(mut entry) = opposite.levels.first_entry() else {
+            break;
+        };
+        let key = *entry.key();
+        if key > bound {
+            break;
+        }
+        let price = price_of(opposite_side, key);
+        let level = entry.get_mut();
+        while remaining > 0 && level.head != NIL {
+            let slot = level.head;
+            let node = &mut slab.nodes[slot as usize];
+            let traded = remaining.min(node.remaining);
+            node.remaining -= traded;
+            remaining -= traded;
+            level.total -= traded;
+            let (buy, sell) = match order.side {
+                Side::Bid => (order.id, node.id),
+                Side::Ask => (node.id, order.id),
+            };
+            out.push(BookEvent::Fill(Fill {
+                ticker: order.ticker,
+                order_id: node.id,
+                side: opposite_side,
+                price,
+                quantity: traded,
+                remaining: node.remaining,
+                partial: node.remaining > 0,
+                at,
+            }));
+            out.push(BookEvent::Fill(Fill {
+                ticker: order.ticker,
+                order_id: order.id,
+                side: order.side,
+                price,
+                quantity: traded,
+                remaining,
+                partial: remaining > 0,
+                at,
+            }));
+            out.push(BookEvent::Match(Match {
+                ticker: order.ticker,
+                buy_order_id: buy,
+                sell_order_id: sell,
+                price,
+                quantity: traded,
+                aggressor: order.side,
+                at,
+            }));
+            if node.remaining == 0 {
+                let (id, next) = (node.id, node.next);
+                level.head = next;
+                if next == NIL {
+                    level.tail = NIL;
+                } else {
+                    slab.nodes[next as usize].prev = NIL;
+                }
+                level.count -= 1;
+                slab.free.push(slot);
+                registry.depart(id);
+            }
+        }
+        if level.head == NIL {
+            entry.remove();
+        }
+    }
+    remaining
+}
