@@ -1,0 +1,15 @@
+//! The trading-agnostic cluster runtime: node identity, the cluster transport and its
+//! handshake, membership with gossip, failure detection and split-brain resolution,
+//! coordinated shutdown, discovery, the management HTTP API, node configuration, and
+//! the one start path every service binary calls ([`node`]).
+//!
+//! Local actors are `ractor` actors; the network is this crate's own transport
+//! ([`remote`]), whose messages land directly in registered actors' mailboxes.
+
+pub mod address;
+pub mod handshake;
+pub mod remote;
+pub mod wire;
+
+pub use address::{NodeAddress, UniqueAddress};
+pub use remote::{RemoteRef, Remoting, RemotingConfig, SendError, SendPolicy};
