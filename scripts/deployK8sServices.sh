@@ -138,5 +138,5 @@ else
   echo "  kubectl --namespace $NAMESPACE port-forward service/pricing-ui 8080:80   # http://localhost:8080"
 fi
 echo "traces:    kubectl --namespace $NAMESPACE port-forward service/jaeger 16686:16686   # http://localhost:16686"
-echo "members:   kubectl --namespace $NAMESPACE exec lighthouse-0 -- tradectl cluster show"
+echo "members:   kubectl --namespace $NAMESPACE exec lighthouse-0 -c lighthouse -- tradectl --addr 127.0.0.1:8558 cluster show"
 echo "more load: kubectl --namespace $NAMESPACE scale statefulsets traders --replicas=4"

@@ -46,7 +46,14 @@ PACKAGES = {
     "pricing-web": "pricing-web",
     "ctl": "tradectl",
 }
-DISCOVERY_ENV = ["CLUSTER_DISCOVERY", "POD_NAMESPACE", "KUBERNETES_POD_LABEL_SELECTOR", "REQUIRED_CONTACT_POINT_NR"]
+DISCOVERY_ENV = [
+    "CLUSTER_DISCOVERY",
+    "POD_NAMESPACE",
+    "KUBERNETES_POD_LABEL_SELECTOR",
+    "REQUIRED_CONTACT_POINT_NR",
+    "KUBERNETES_POD_PORT_NAME",
+    "KUBERNETES_API_URL",
+]
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 CLUSTER_SCOPED_KINDS = ("Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass")

@@ -175,6 +175,12 @@ def test_every_own_workload_has_a_disruption_budget(variant):
             assert spec.get("minAvailable", 0) >= 1 or spec.get("maxUnavailable", 99) < w.body["spec"]["replicas"]
 
 
+@pytest.mark.parametrize("doc", own_workloads(BASE), ids=str)
+def test_seed_based_pods_get_no_api_token(doc):
+    assert pod_spec(doc).get("automountServiceAccountToken") is False, f"{doc}: automountServiceAccountToken: false"
+    assert "serviceAccountName" not in pod_spec(doc)
+
+
 def test_lighthouse_starts_ordered_with_seeds_and_parallel_with_discovery():
     # Seeds: lighthouse-0 must form the cluster before the others start. Discovery: all three must
     # run at once, or lighthouse-0 would wait forever for REQUIRED_CONTACT_POINT_NR contact points.
@@ -385,6 +391,15 @@ def test_discovery_members_find_the_lighthouse_pods_through_the_api(doc):
     assert env_value(c, "REQUIRED_CONTACT_POINT_NR") == str(replicas), (
         f"{doc}: REQUIRED_CONTACT_POINT_NR must equal the {selected[0].name} replicas ({replicas})"
     )
+    port_name = env_value(c, "KUBERNETES_POD_PORT_NAME")
+    assert named_port(own_container(selected[0]), port_name) == SEED_PORT, f"{doc}: contact points' port {port_name!r}"
+    # The API is reached through the kubectl-proxy sidecar on the pod's loopback.
+    (proxy,) = [x for x in containers(doc) if x["name"] == "kubectl-proxy"]
+    assert proxy["image"].startswith("registry.k8s.io/kubectl:v")
+    args = proxy["args"]
+    assert args[0] == "proxy" and "--address=127.0.0.1" in args
+    port = next(a.split("=", 1)[1] for a in args if a.startswith("--port="))
+    assert env_value(c, "KUBERNETES_API_URL") == f"http://127.0.0.1:{port}", f"{doc}: KUBERNETES_API_URL"
 
 
 def _strip_discovery(body: dict) -> dict:
@@ -392,6 +407,8 @@ def _strip_discovery(body: dict) -> dict:
     if body["kind"] in WORKLOAD_KINDS:
         spec = body["spec"]["template"]["spec"]
         spec.pop("serviceAccountName", None)
+        spec.pop("automountServiceAccountToken", None)
+        spec["containers"] = [c for c in spec["containers"] if c["name"] != "kubectl-proxy"]
         body["spec"].pop("podManagementPolicy", None)
         for c in spec["containers"]:
             c["env"] = [e for e in c.get("env", []) if e["name"] not in DISCOVERY_ENV + ["CLUSTER_SEEDS"]]
