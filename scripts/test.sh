@@ -6,6 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The dashboard's browser test drives Debian's chromium through playwright-core (Node).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing chromium (browser tests)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "==> npm ci (browser test driver)"
+  npm ci --prefix tests/browser --no-audit --no-fund
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,0 +1,21 @@
+//! pricing-web: the dashboard that people watch.
+//!
+//! It is not a cluster member: a cluster client of the pricing nodes feeds it price updates
+//! (see [`PriceHub::publish`]), and it serves them to browsers.
+//!
+//! - [`hub`]: the latest prices and a bounded history per ticker, fanned out to every
+//!   connected browser.
+//! - [`http`]: the axum routes: `/` the dashboard, `/ws` the live stream, `/api/tickers`,
+//!   `/api/prices/{ticker}`, `/alive`, `/ready`.
+//! - [`assets`]: the dashboard's HTML, CSS and JavaScript and the vendored uPlot charting
+//!   library, compiled into the binary so the dashboard works offline.
+//! - [`protocol`]: the JSON messages pushed over the WebSocket.
+
+pub mod assets;
+pub mod http;
+pub mod hub;
+pub mod protocol;
+
+pub use http::router;
+pub use hub::{HubError, PriceHub};
+pub use protocol::{PricePoint, ServerMessage};

@@ -1,0 +1,77 @@
+//! Test support: a pricing-web server on a free port, fed by the test.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use domain::{PriceUpdate, Ticker, Timestamp};
+use pricing_web::PriceHub;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A running server and its hub.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub hub: Arc<PriceHub>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn ticker(s: &str) -> Ticker {
+    Ticker::new(s).unwrap()
+}
+
+pub async fn start(tickers: &[&str]) -> Server {
+    let hub = PriceHub::new(tickers.iter().map(|t| ticker(t)).collect(), 100);
+    hub.set_ready(true);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let served = Arc::clone(&hub);
+    tokio::spawn(async move {
+        pricing_web::http::serve(listener, served, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Server {
+        addr,
+        hub,
+        stop: Some(tx),
+    }
+}
+
+pub fn update(t: &str, price: f64, volume: f64, matches: u64) -> PriceUpdate {
+    PriceUpdate {
+        ticker: ticker(t),
+        price,
+        volume,
+        at: Timestamp(1_700_000_000_000_000 + matches as i64 * 100_000),
+        matches,
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
