@@ -7,14 +7,11 @@ namespace), so every test checks the files against the same expectations.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shlex
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
 
 import yaml
 

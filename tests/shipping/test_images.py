@@ -6,14 +6,11 @@ The script runs for real with a fake `docker` first on PATH that records its cal
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
-import yaml
 
 from shipping import (
-    COMPOSE,
     IMAGE_PREFIX,
     K8S,
     REPO,

@@ -25,7 +25,6 @@ from shipping import (
     discovery_docs,
     docs_in,
     load_docs,
-    manifest_files,
     read_calls,
     tool_dir,
     write_fake,
