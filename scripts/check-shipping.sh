@@ -8,8 +8,10 @@
 #                   Dockerfile's stages, the compose file against the Compose spec, images and
 #                   tags, shellcheck, and the deploy/stop/build scripts against fake kubectl/docker
 #   --with-crates   also the checks that read the Rust sources under crates/: every environment
-#                   variable the manifests set is read by a binary, and the Dockerfile's cargo
-#                   packages exist with their binaries. These fail until the services exist.
+#                   variable the manifests set is read by a binary, the Dockerfile's cargo
+#                   packages exist with their binaries, and tradectl has what the preStop hook
+#                   uses (--addr, cluster leave, MANAGEMENT_TOKEN). These fail until the services
+#                   exist.
 #
 # It installs what it needs when missing: the Python tools (tests/shipping/requirements.txt) into
 # a virtualenv under ${XDG_CACHE_HOME:-~/.cache}/akka-cqrs-rs/ (SHIPPING_VENV overrides the path),

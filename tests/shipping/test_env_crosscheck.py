@@ -135,3 +135,26 @@ def test_dockerfile_packages_exist_with_their_binaries():
     for pkg, binary in PACKAGES.items():
         assert pkg in found, f"the Dockerfile builds package {pkg}, which crates/ does not have"
         assert binary in found[pkg], f"package {pkg} must build the binary {binary} (has {sorted(found[pkg])})"
+
+
+@pytest.mark.crates
+def test_tradectl_supports_the_prestop_hook():
+    """The preStop hook runs `tradectl --addr 127.0.0.1:8558 cluster leave` with the pod's
+    MANAGEMENT_TOKEN in its environment (exec hooks get no $(VAR) expansion), so tradectl must
+    have the --addr flag and the leave command, and read MANAGEMENT_TOKEN (itself or through the
+    runtime it uses)."""
+    import re
+
+    from envscan import strip_comments
+
+    ctl = [p for p in rust_sources(CRATES) if p.relative_to(CRATES).parts[0] == "ctl"]
+    assert ctl, "no tradectl sources (crates/ctl)"
+    src = "\n".join(strip_comments(p.read_text()) for p in ctl)
+    assert re.search(r"\baddr\b", src), "tradectl has no --addr option"
+    assert re.search(r"\bLeave\b|\"leave\"", src), "tradectl has no `cluster leave` command"
+    readers = {
+        p.relative_to(CRATES).parts[0]
+        for p in rust_sources(CRATES)
+        if "MANAGEMENT_TOKEN" in names_read(p.read_text(errors="replace"))
+    }
+    assert readers & {"ctl", "runtime"}, f"MANAGEMENT_TOKEN is read only by {sorted(readers)}, not by tradectl"
