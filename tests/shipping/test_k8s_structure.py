@@ -255,7 +255,13 @@ def test_otlp_endpoint_points_at_the_jaeger_service(variant, doc):
 def test_member_cluster_address(variant, doc):
     c = own_container(doc)
     service_name = doc.body["spec"]["serviceName"]
-    assert env_value(c, "CLUSTER_IP") == f"$(POD_NAME).{service_name}", f"{doc}: CLUSTER_IP=$(POD_NAME).<service>"
+    if variant == "seeds":
+        assert env_value(c, "CLUSTER_IP") == f"$(POD_NAME).{service_name}", f"{doc}: CLUSTER_IP=$(POD_NAME).<service>"
+    else:
+        # Kubernetes-API discovery returns contact points as pod IPs; the lowest forms the cluster
+        # only if it recognises itself, so the node must advertise its pod IP.
+        ref = env_map(c)["CLUSTER_IP"].get("valueFrom", {}).get("fieldRef", {})
+        assert ref.get("fieldPath") == "status.podIP", f"{doc}: CLUSTER_IP must be the pod IP with discovery"
     expected_port = SEED_PORT if doc.name == "lighthouse" else MEMBER_PORT
     assert named_port(c, "cluster") == expected_port, f"{doc}: container port 'cluster'"
     assert env_value(c, "CLUSTER_PORT") == str(expected_port), f"{doc}: CLUSTER_PORT"
@@ -299,6 +305,19 @@ def test_seed_lists_name_exactly_the_lighthouse_pods():
         env = {k: v.get("value", "") for k, v in env_map(c).items()}
         seeds = parse_addresses(env["CLUSTER_SEEDS"], env)
         assert seeds == expected, f"{doc}: CLUSTER_SEEDS {seeds} != lighthouse pods {expected}"
+
+
+def test_the_first_seed_recognises_itself():
+    """With seeds, only the first seed may form the cluster, and it knows it is the first seed by
+    comparing its own address (CLUSTER_IP:CLUSTER_PORT, for pod lighthouse-0) with the first entry
+    of CLUSTER_SEEDS, so both must be spelt the same way."""
+    lh = find(BASE, "StatefulSet", "lighthouse")
+    c = own_container(lh)
+    env = {k: v.get("value", "") for k, v in env_map(c).items()}
+    env["POD_NAME"] = f"{lh.name}-0"
+    own_host = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], env["CLUSTER_IP"])
+    first = parse_addresses(env["CLUSTER_SEEDS"], env)[0]
+    assert first == (env["ACTORSYSTEM"], own_host, int(env["CLUSTER_PORT"])), f"{first} is not lighthouse-0's own address"
 
 
 def test_pricing_web_is_a_cluster_client_of_the_pricing_pods():
@@ -384,14 +403,14 @@ def test_discovery_members_find_the_lighthouse_pods_through_the_api(doc):
     assert "CLUSTER_SEEDS" not in env, f"{doc}: discovery replaces CLUSTER_SEEDS"
     assert env_value(c, "CLUSTER_DISCOVERY") == "kubernetes-api"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    selector = dict(kv.split("=", 1) for kv in env_value(c, "KUBERNETES_POD_LABEL_SELECTOR").split(","))
+    selector = dict(kv.split("=", 1) for kv in env_value(c, "CLUSTER_DISCOVERY_LABEL_SELECTOR").split(","))
     selected = [w for w in workloads(DISCOVERY) if selector_matches(selector, w.body["spec"]["template"]["metadata"]["labels"])]
     assert len(selected) == 1, f"{doc}: the label selector must select exactly one StatefulSet, got {[str(s) for s in selected]}"
     replicas = selected[0].body["spec"]["replicas"]
     assert env_value(c, "REQUIRED_CONTACT_POINT_NR") == str(replicas), (
         f"{doc}: REQUIRED_CONTACT_POINT_NR must equal the {selected[0].name} replicas ({replicas})"
     )
-    port_name = env_value(c, "KUBERNETES_POD_PORT_NAME")
+    port_name = env_value(c, "CLUSTER_DISCOVERY_PORT_NAME")
     assert named_port(own_container(selected[0]), port_name) == SEED_PORT, f"{doc}: contact points' port {port_name!r}"
     # The API is reached through the kubectl-proxy sidecar on the pod's loopback.
     (proxy,) = [x for x in containers(doc) if x["name"] == "kubectl-proxy"]
@@ -411,7 +430,7 @@ def _strip_discovery(body: dict) -> dict:
         spec["containers"] = [c for c in spec["containers"] if c["name"] != "kubectl-proxy"]
         body["spec"].pop("podManagementPolicy", None)
         for c in spec["containers"]:
-            c["env"] = [e for e in c.get("env", []) if e["name"] not in DISCOVERY_ENV + ["CLUSTER_SEEDS"]]
+            c["env"] = [e for e in c.get("env", []) if e["name"] not in DISCOVERY_ENV + ["CLUSTER_SEEDS", "CLUSTER_IP"]]
     return body
 
 
