@@ -52,7 +52,7 @@ command -v "$python" >/dev/null 2>&1 || die "python3 not found (the checks need 
   die "the checks need Python 3.11 or newer ($("$python" --version 2>&1) found)"
 
 req_hash="$(sha256sum "$requirements" | cut -c1-12)"
-venv="${SHIPPING_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/akka-cqrs-rs/shipping-venv-$req_hash}"
+venv="${SHIPPING_VENV:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/akka-cqrs-rs/shipping-venv-$req_hash}"
 if [ ! -f "$venv/.installed" ]; then
   echo "==> installing the check tools into $venv"
   rm -rf "$venv"
