@@ -24,6 +24,9 @@ cargo fmt --all -- --check
 echo "==> cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> shipping checks (Dockerfile, compose, Kubernetes manifests, deploy scripts)"
+scripts/check-shipping.sh
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest does not run doctests; run them first so nextest's summary closes the output
