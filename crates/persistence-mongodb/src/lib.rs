@@ -1,0 +1,892 @@
+//! The MongoDB backend: journal, snapshot store and events-by-tag query.
+//!
+//! This crate owns [`MongoStore`]. It keeps three collections in the database named by the
+//! connection string (`mongodb://host:27017/akkaTrader`):
+//!
+//! - `EventJournal`: one readable document per event (`persistenceId`, `sequenceNr`,
+//!   `ordering`, `manifest`, `schemaVersion`, `tags`, `timestamp`, `writerUuid`, and `payload`
+//!   as an ordinary BSON document, so an operator can `find` events and read their fields).
+//!   Unique index on (`persistenceId`, `sequenceNr`): a second writer of the same sequence number
+//!   gets a duplicate-key error, reported as [`PersistenceError::Rejected`], never a crash.
+//!   Index on (`tags`, `ordering`) for events by tag.
+//! - `SnapshotStore`: one document per (`persistenceId`, `sequenceNr`), unique; saving again
+//!   replaces it.
+//! - `Metadata`: `journal:<persistence id>` documents keeping the highest sequence number when
+//!   events are deleted (it never goes down), and the `tag-ordering` document described below.
+//!
+//! Indexes are created when the store is opened.
+//!
+//! # Atomic writes
+//!
+//! The events of one [`persistence::Journal::write_messages`] call (possibly many entities',
+//! see [`persistence::GroupCommitWriter`]) are inserted with one ordered `insert_many` inside a
+//! multi-document transaction, so an atomic write is stored all or nothing. If the batch meets a
+//! duplicate key the transaction is aborted and the atomic writes are retried one by one, so only
+//! the write that really conflicts is rejected. Transactions need a replica set (a single-node one
+//! is fine: `mongod --replSet rs0`, or SecantusDB, which presents itself as one); opening the store
+//! against a standalone server fails with a message saying so.
+//!
+//! # Events by tag without skipped events
+//!
+//! The published Akka MongoDB plugin orders events by a value assigned before the document is
+//! visible; under concurrent writers an event with a lower order can become visible after a
+//! reader already moved past it, and the reader never sees it. Here the ordering is still
+//! reserved before the insert, but readers only read up to a *watermark* below which nothing can
+//! appear any more:
+//!
+//! 1. A writer reserves a range of orderings with one atomic update of the `tag-ordering`
+//!    document that raises `next` by the number of events **and** appends
+//!    `{token, from, to, at}` to its `pending` list.
+//! 2. In one transaction it inserts the events (with those orderings) and removes its `pending`
+//!    entry; the removal must match, otherwise the transaction is aborted (see 4). So the events
+//!    become visible exactly when the entry disappears.
+//! 3. A reader first reads the `tag-ordering` document, then queries events with
+//!    `offset < ordering <= watermark`, where the watermark is `min(pending.from) - 1`, or `next`
+//!    when nothing is pending. Every ordering at or below the watermark was reserved by a write
+//!    that had already committed (visible to the query that follows) or had given up (its
+//!    orderings stay unused forever). A gap below the watermark is therefore final, and a reader
+//!    that resumes after any offset it has seen cannot miss an event.
+//! 4. A writer that died between steps 1 and 2 would hold the watermark back forever, so a
+//!    reader removes entries older than [`MongoConfig::pending_lease`]. That is safe: a slow
+//!    writer whose entry was removed fails the removal in step 2, aborts its transaction (nothing
+//!    becomes visible under the old orderings) and retries with a fresh reservation. Clocks only
+//!    decide when that happens, never whether an event can be skipped.
+//!
+//! Live queries poll every [`MongoConfig::refresh_interval`] and wake at once on commits made
+//! through the same store.
+
+mod convert;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
+use persistence::{
+    AtomicWrite, EventEnvelope, EventsByTagQuery, Journal, MAX_SEQUENCE_NR, Offset,
+    PersistenceError, PersistentRepr, Result, SelectedSnapshot, SnapshotData, SnapshotMetadata,
+    SnapshotSelectionCriteria, SnapshotStore, now_millis,
+};
+use tokio::sync::watch;
+
+pub use convert::{bson_to_json, json_to_bson};
+
+/// The `EventJournal` document of an event at the given ordering (for tools and tests that
+/// inspect or prepare the collection by hand).
+pub fn event_document(event: &PersistentRepr, ordering: i64) -> Result<Document> {
+    convert::event_to_doc(event, ordering)
+}
+
+/// Name of the events collection.
+pub const EVENT_JOURNAL: &str = "EventJournal";
+/// Name of the snapshots collection.
+pub const SNAPSHOT_STORE: &str = "SnapshotStore";
+/// Name of the metadata collection.
+pub const METADATA: &str = "Metadata";
+/// `_id` of the tag-ordering document in `Metadata`.
+pub const TAG_ORDERING_ID: &str = "tag-ordering";
+/// Database used when the connection string names none.
+pub const DEFAULT_DATABASE: &str = "akkaTrader";
+
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Settings of a [`MongoStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoConfig {
+    /// The connection string, e.g. `mongodb://mongodb:27017/akkaTrader`.
+    pub uri: String,
+    /// Database name; `None` takes the one in the connection string, else `akkaTrader`.
+    pub database: Option<String>,
+    /// Poll interval of live events-by-tag queries.
+    pub refresh_interval: Duration,
+    /// How long a reserved ordering range may stay pending before readers void it (see the
+    /// crate docs). Must exceed the longest write you expect.
+    pub pending_lease: Duration,
+    /// How long an operation waits for a reachable server before failing as unavailable.
+    pub server_selection_timeout: Duration,
+}
+
+impl MongoConfig {
+    /// Defaults for a connection string: 500 ms refresh, 30 s lease, 5 s server selection.
+    pub fn new(uri: impl Into<String>) -> Self {
+        MongoConfig {
+            uri: uri.into(),
+            database: None,
+            refresh_interval: Duration::from_millis(500),
+            pending_lease: Duration::from_secs(30),
+            server_selection_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A MongoDB journal, snapshot store and events-by-tag query. Cheap to clone.
+#[derive(Clone)]
+pub struct MongoStore {
+    client: Client,
+    db: Database,
+    events: Collection<Document>,
+    snapshots: Collection<Document>,
+    metadata: Collection<Document>,
+    config: MongoConfig,
+    commits: std::sync::Arc<watch::Sender<u64>>,
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(im) => im
+            .write_errors
+            .as_ref()
+            .is_some_and(|v| v.iter().any(|w| w.code == DUPLICATE_KEY)),
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+fn is_transient(e: &mongodb::error::Error) -> bool {
+    e.contains_label("TransientTransactionError")
+}
+
+/// Maps a driver error to a persistence error: network, server selection, shutdown and
+/// not-primary errors mean the store is unavailable.
+fn classify(e: mongodb::error::Error) -> PersistenceError {
+    const UNAVAILABLE_CODES: &[i32] = &[
+        6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+    ];
+    let unavailable = e.contains_label("RetryableWriteError")
+        || e.contains_label("TransientTransactionError")
+        || e.contains_label("UnknownTransactionCommitResult")
+        || match &*e.kind {
+            ErrorKind::Io(_)
+            | ErrorKind::ServerSelection { .. }
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::DnsResolve { .. } => true,
+            ErrorKind::Command(c) => UNAVAILABLE_CODES.contains(&c.code),
+            _ => false,
+        };
+    if unavailable {
+        PersistenceError::Unavailable(format!("mongodb: {e}"))
+    } else {
+        PersistenceError::Backend(format!("mongodb: {e}"))
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    v.min(MAX_SEQUENCE_NR) as i64
+}
+
+/// The `_id` of the completion marker of a reservation.
+fn done_id(token: &str) -> String {
+    format!("done:{token}")
+}
+
+/// How a reservation's transaction ended.
+enum Commit {
+    /// Events and marker committed.
+    Done,
+    /// A reader had voided the reservation; nothing was stored.
+    Voided,
+}
+
+/// Which step of the transaction failed.
+enum Step {
+    Events(mongodb::error::Error),
+    Marker(mongodb::error::Error),
+}
+
+enum CommitError {
+    /// The commit outcome is unknown.
+    Ambiguous(PersistenceError),
+    /// Nothing was stored.
+    Failed(GroupError),
+}
+
+enum GroupError {
+    Duplicate(String),
+    Other(PersistenceError),
+}
+
+impl From<PersistenceError> for GroupError {
+    fn from(e: PersistenceError) -> Self {
+        GroupError::Other(e)
+    }
+}
+
+impl MongoStore {
+    /// Connects, checks that the server supports transactions, creates the indexes and the
+    /// tag-ordering document.
+    pub async fn open(config: MongoConfig) -> Result<Self> {
+        let mut options = ClientOptions::parse(&config.uri).await.map_err(|e| {
+            PersistenceError::InvalidInput(format!(
+                "MONGO_CONNECTION_STR '{}' is invalid: {e}",
+                config.uri
+            ))
+        })?;
+        options.server_selection_timeout = Some(config.server_selection_timeout);
+        options.connect_timeout = Some(config.server_selection_timeout);
+        options
+            .app_name
+            .get_or_insert_with(|| "persistence-mongodb".to_owned());
+        let db_name = config
+            .database
+            .clone()
+            .or_else(|| options.default_database.clone())
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+        let client = Client::with_options(options).map_err(|e| {
+            PersistenceError::InvalidInput(format!(
+                "MONGO_CONNECTION_STR '{}' is invalid: {e}",
+                config.uri
+            ))
+        })?;
+        let db = client.database(&db_name);
+        let store = MongoStore {
+            events: db.collection(EVENT_JOURNAL),
+            snapshots: db.collection(SNAPSHOT_STORE),
+            metadata: db.collection(METADATA),
+            client,
+            db,
+            config,
+            commits: std::sync::Arc::new(watch::Sender::new(0)),
+        };
+        store.check_replica_set().await?;
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    /// Connects with default settings to a connection string.
+    pub async fn open_uri(uri: impl Into<String>) -> Result<Self> {
+        Self::open(MongoConfig::new(uri)).await
+    }
+
+    /// The database holding the collections.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The settings this store was opened with.
+    pub fn config(&self) -> &MongoConfig {
+        &self.config
+    }
+
+    async fn check_replica_set(&self) -> Result<()> {
+        let hello = self
+            .db
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(classify)?;
+        let replica_set = hello.get_str("setName").is_ok();
+        let sharded = hello.get_str("msg").is_ok_and(|m| m == "isdbgrid");
+        if replica_set || sharded {
+            Ok(())
+        } else {
+            Err(PersistenceError::InvalidInput(format!(
+                "the MongoDB server at '{}' is a standalone server; the journal needs transactions, \
+                 so run it as a replica set (a single node is fine, e.g. mongod --replSet rs0)",
+                self.config.uri
+            )))
+        }
+    }
+
+    async fn create_indexes(&self) -> Result<()> {
+        let unique = |name: &str| {
+            IndexOptions::builder()
+                .unique(true)
+                .name(name.to_owned())
+                .build()
+        };
+        self.events
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"persistenceId": 1, "sequenceNr": 1})
+                    .options(unique("persistenceId_sequenceNr"))
+                    .build(),
+            )
+            .await
+            .map_err(classify)?;
+        self.events
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"tags": 1, "ordering": 1})
+                    .options(
+                        IndexOptions::builder()
+                            .name("tags_ordering".to_owned())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .map_err(classify)?;
+        self.snapshots
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"persistenceId": 1, "sequenceNr": 1})
+                    .options(unique("persistenceId_sequenceNr"))
+                    .build(),
+            )
+            .await
+            .map_err(classify)?;
+        match self
+            .metadata
+            .insert_one(doc! {"_id": TAG_ORDERING_ID, "next": 0_i64, "pending": []})
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Reserves `n` orderings and records them as pending; returns `(token, from, to)`.
+    async fn reserve(&self, n: i64) -> Result<(String, i64, i64)> {
+        let token = mongodb::bson::oid::ObjectId::new().to_hex();
+        let update = vec![doc! {"$set": {
+            "next": {"$add": ["$next", n]},
+            "pending": {"$concatArrays": ["$pending", [{
+                "token": &token,
+                "from": {"$add": ["$next", 1_i64]},
+                "to": {"$add": ["$next", n]},
+                "at": DateTime::now(),
+            }]]},
+        }}];
+        let after = self
+            .metadata
+            .find_one_and_update(doc! {"_id": TAG_ORDERING_ID}, update)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(classify)?
+            .ok_or_else(|| {
+                PersistenceError::Corrupt("Metadata 'tag-ordering' document is missing".into())
+            })?;
+        let to = match after.get("next") {
+            Some(Bson::Int64(v)) => *v,
+            Some(Bson::Int32(v)) => i64::from(*v),
+            other => {
+                return Err(PersistenceError::Corrupt(format!(
+                    "Metadata 'tag-ordering'.next is not an integer: {other:?}"
+                )));
+            }
+        };
+        Ok((token, to - n + 1, to))
+    }
+
+    /// Removes a reservation from the pending list (and its completion marker), best effort:
+    /// what is left behind is cleaned up by readers after the lease.
+    async fn release(&self, token: &str) {
+        if let Err(e) = self
+            .metadata
+            .update_one(
+                doc! {"_id": TAG_ORDERING_ID},
+                doc! {"$pull": {"pending": {"token": token}}},
+            )
+            .await
+        {
+            tracing::warn!(error = %e, token, "could not release an ordering reservation; readers clean it up after the lease");
+            return;
+        }
+        let _ = self.metadata.delete_one(doc! {"_id": done_id(token)}).await;
+    }
+
+    /// Stores the writes in one transaction: `Ok` when all are durable.
+    async fn write_group(&self, writes: &[AtomicWrite]) -> std::result::Result<(), GroupError> {
+        let n: i64 = writes.iter().map(|w| w.len() as i64).sum();
+        for _ in 0..5 {
+            let (token, from, _to) = self.reserve(n).await?;
+            let mut docs = Vec::with_capacity(n as usize);
+            let mut ordering = from;
+            for w in writes {
+                for e in w.events() {
+                    match convert::event_to_doc(e, ordering) {
+                        Ok(d) => docs.push(d),
+                        Err(err) => {
+                            self.release(&token).await;
+                            return Err(err.into());
+                        }
+                    }
+                    ordering += 1;
+                }
+            }
+            match self.commit_events(docs, &token).await {
+                Ok(Commit::Done) => {
+                    self.release(&token).await;
+                    return Ok(());
+                }
+                Ok(Commit::Voided) => {
+                    tracing::warn!(
+                        token,
+                        "ordering reservation was voided by a reader (lease expired); retrying the write"
+                    );
+                    self.release(&token).await;
+                }
+                Err(CommitError::Ambiguous(e)) => {
+                    // The commit may have happened: keep the reservation, readers resolve it
+                    // through its completion marker (or void it) after the lease.
+                    return Err(GroupError::Other(e));
+                }
+                Err(CommitError::Failed(e)) => {
+                    self.release(&token).await;
+                    return Err(e);
+                }
+            }
+        }
+        Err(GroupError::Other(PersistenceError::Unavailable(
+            "mongodb: ordering reservations expired 5 times in a row; is pending_lease too short?"
+                .into(),
+        )))
+    }
+
+    /// Inserts the events and the reservation's completion marker in one transaction.
+    async fn commit_events(
+        &self,
+        docs: Vec<Document>,
+        token: &str,
+    ) -> std::result::Result<Commit, CommitError> {
+        let mut session = self
+            .client
+            .start_session()
+            .await
+            .map_err(|e| CommitError::Failed(GroupError::Other(classify(e))))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            session
+                .start_transaction()
+                .await
+                .map_err(|e| CommitError::Failed(GroupError::Other(classify(e))))?;
+            let body = self.transaction_body(&mut session, &docs, token).await;
+            let failure = match body {
+                Ok(()) => match commit_with_retry(&mut session).await {
+                    Ok(()) => return Ok(Commit::Done),
+                    Err(e) if e.contains_label("UnknownTransactionCommitResult") => {
+                        return Err(CommitError::Ambiguous(classify(e)));
+                    }
+                    Err(e) => Step::Events(e),
+                },
+                Err(step) => {
+                    let _ = session.abort_transaction().await;
+                    step
+                }
+            };
+            match failure {
+                Step::Marker(e) if is_duplicate_key(&e) => return Ok(Commit::Voided),
+                Step::Events(e) if is_duplicate_key(&e) => {
+                    return Err(CommitError::Failed(GroupError::Duplicate(e.to_string())));
+                }
+                Step::Events(e) | Step::Marker(e) if is_transient(&e) && attempt < 20 => {
+                    tokio::time::sleep(Duration::from_millis(2 * attempt)).await;
+                }
+                Step::Events(e) | Step::Marker(e) => {
+                    return Err(CommitError::Failed(GroupError::Other(classify(e))));
+                }
+            }
+        }
+    }
+
+    async fn transaction_body(
+        &self,
+        session: &mut ClientSession,
+        docs: &[Document],
+        token: &str,
+    ) -> std::result::Result<(), Step> {
+        self.events
+            .insert_many(docs)
+            .ordered(true)
+            .session(&mut *session)
+            .await
+            .map_err(Step::Events)?;
+        self.metadata
+            .insert_one(doc! {"_id": done_id(token), "committedAt": DateTime::now()})
+            .session(&mut *session)
+            .await
+            .map_err(Step::Marker)?;
+        Ok(())
+    }
+
+    /// The highest ordering at or below which no event can still appear. Reservations older
+    /// than the lease are voided (or, when complete, cleaned up) on the way.
+    async fn watermark(&self) -> Result<i64> {
+        let d = self
+            .metadata
+            .find_one(doc! {"_id": TAG_ORDERING_ID})
+            .await
+            .map_err(classify)?
+            .ok_or_else(|| {
+                PersistenceError::Corrupt("Metadata 'tag-ordering' document is missing".into())
+            })?;
+        let next = match d.get("next") {
+            Some(Bson::Int64(v)) => *v,
+            Some(Bson::Int32(v)) => i64::from(*v),
+            other => {
+                return Err(PersistenceError::Corrupt(format!(
+                    "Metadata 'tag-ordering'.next is not an integer: {other:?}"
+                )));
+            }
+        };
+        let pending = d.get_array("pending").map_err(|e| {
+            PersistenceError::Corrupt(format!("Metadata 'tag-ordering'.pending: {e}"))
+        })?;
+        if pending.is_empty() {
+            return Ok(next);
+        }
+        let mut entries = Vec::with_capacity(pending.len());
+        for p in pending {
+            let bad = || {
+                PersistenceError::Corrupt(
+                    "Metadata 'tag-ordering'.pending holds a malformed entry".into(),
+                )
+            };
+            let p = p.as_document().ok_or_else(bad)?;
+            let token = p.get_str("token").map_err(|_| bad())?.to_owned();
+            let from = p.get_i64("from").map_err(|_| bad())?;
+            let at = p
+                .get_datetime("at")
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| bad())?;
+            entries.push((token, from, at));
+        }
+        let ids: Vec<String> = entries.iter().map(|(t, _, _)| done_id(t)).collect();
+        let done: std::collections::HashSet<String> = self
+            .metadata
+            .find(doc! {"_id": {"$in": ids}})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(classify)?
+            .try_collect::<Vec<Document>>()
+            .await
+            .map_err(classify)?
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .collect();
+        let lease_start = now_millis() - self.config.pending_lease.as_millis() as i64;
+        let mut min_from: Option<i64> = None;
+        for (token, from, at) in entries {
+            if done.contains(&done_id(&token)) {
+                if at < lease_start {
+                    // Complete, but its writer did not clean up (it stopped): do it for it.
+                    self.cleanup_reservation(&token, false).await?;
+                }
+                continue;
+            }
+            if at < lease_start {
+                // Void it: once the marker exists, the writer's transaction can no longer
+                // commit (its marker insert hits the duplicate key), so the range is final.
+                match self
+                    .metadata
+                    .insert_one(doc! {"_id": done_id(&token), "voidedAt": DateTime::now()})
+                    .await
+                {
+                    Ok(_) => tracing::warn!(
+                        token,
+                        from,
+                        "voided an ordering reservation older than the lease"
+                    ),
+                    Err(e) if is_duplicate_key(&e) => {}
+                    Err(e) => return Err(classify(e)),
+                }
+                self.cleanup_reservation(&token, true).await?;
+                continue;
+            }
+            min_from = Some(min_from.map_or(from, |m: i64| m.min(from)));
+        }
+        Ok(min_from.map_or(next, |f| f - 1))
+    }
+
+    /// Removes a finished reservation from the pending list; the completion marker of a
+    /// committed one is deleted too, a void marker is kept (it fences a writer that may still
+    /// try to commit).
+    async fn cleanup_reservation(&self, token: &str, voided: bool) -> Result<()> {
+        self.metadata
+            .update_one(
+                doc! {"_id": TAG_ORDERING_ID},
+                doc! {"$pull": {"pending": {"token": token}}},
+            )
+            .await
+            .map_err(classify)?;
+        if !voided {
+            self.metadata
+                .delete_one(doc! {"_id": done_id(token)})
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn collect_events(
+        &self,
+        filter: Document,
+        sort: Document,
+        limit: i64,
+    ) -> Result<Vec<(i64, PersistentRepr)>> {
+        let cursor = self
+            .events
+            .find(filter)
+            .sort(sort)
+            .limit(limit)
+            .await
+            .map_err(classify)?;
+        let docs: Vec<Document> = cursor.try_collect().await.map_err(classify)?;
+        docs.iter().map(convert::doc_to_event).collect()
+    }
+}
+
+async fn commit_with_retry(session: &mut ClientSession) -> mongodb::error::Result<()> {
+    let mut tries = 0;
+    loop {
+        match session.commit_transaction().await {
+            Err(e) if e.contains_label("UnknownTransactionCommitResult") && tries < 3 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[async_trait]
+impl Journal for MongoStore {
+    async fn write_messages(&self, writes: Vec<AtomicWrite>) -> Result<Vec<Result<()>>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results = match self.write_group(&writes).await {
+            Ok(()) => writes.iter().map(|_| Ok(())).collect(),
+            Err(GroupError::Duplicate(reason)) if writes.len() == 1 => {
+                vec![Err(writes[0].rejected(format!("duplicate key: {reason}")))]
+            }
+            Err(GroupError::Duplicate(_)) => {
+                let mut out = Vec::with_capacity(writes.len());
+                for w in &writes {
+                    match self.write_group(std::slice::from_ref(w)).await {
+                        Ok(()) => out.push(Ok(())),
+                        Err(GroupError::Duplicate(reason)) => {
+                            out.push(Err(w.rejected(format!("duplicate key: {reason}"))))
+                        }
+                        Err(GroupError::Other(e)) => return Err(e),
+                    }
+                }
+                out
+            }
+            Err(GroupError::Other(e)) => return Err(e),
+        };
+        if results.iter().any(|r| r.is_ok()) {
+            self.commits.send_modify(|c| *c += 1);
+        }
+        Ok(results)
+    }
+
+    async fn replay_messages(
+        &self,
+        persistence_id: &str,
+        from_sequence_nr: u64,
+        to_sequence_nr: u64,
+        max: u64,
+    ) -> Result<Vec<PersistentRepr>> {
+        if max == 0 || from_sequence_nr > to_sequence_nr {
+            return Ok(Vec::new());
+        }
+        let filter = doc! {
+            "persistenceId": persistence_id,
+            "sequenceNr": {"$gte": clamp(from_sequence_nr), "$lte": clamp(to_sequence_nr)},
+        };
+        Ok(self
+            .collect_events(filter, doc! {"sequenceNr": 1}, clamp(max))
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    async fn highest_sequence_nr(&self, persistence_id: &str, _from: u64) -> Result<u64> {
+        let last = self
+            .events
+            .find_one(doc! {"persistenceId": persistence_id})
+            .sort(doc! {"sequenceNr": -1})
+            .projection(doc! {"sequenceNr": 1})
+            .await
+            .map_err(classify)?;
+        let from_events = match last {
+            Some(d) => d
+                .get_i64("sequenceNr")
+                .map_err(|e| PersistenceError::Corrupt(e.to_string()))?,
+            None => 0,
+        };
+        let meta = self
+            .metadata
+            .find_one(doc! {"_id": format!("journal:{persistence_id}")})
+            .await
+            .map_err(classify)?;
+        let from_meta = meta
+            .and_then(|d| d.get_i64("maxSequenceNr").ok())
+            .unwrap_or(0);
+        Ok(from_events.max(from_meta).max(0) as u64)
+    }
+
+    async fn delete_messages_to(&self, persistence_id: &str, to_sequence_nr: u64) -> Result<()> {
+        let to = clamp(to_sequence_nr);
+        let highest_deleted = self
+            .events
+            .find_one(doc! {"persistenceId": persistence_id, "sequenceNr": {"$lte": to}})
+            .sort(doc! {"sequenceNr": -1})
+            .projection(doc! {"sequenceNr": 1})
+            .await
+            .map_err(classify)?;
+        let Some(h) = highest_deleted else {
+            return Ok(());
+        };
+        let h = h
+            .get_i64("sequenceNr")
+            .map_err(|e| PersistenceError::Corrupt(e.to_string()))?;
+        // Keep the highest number before anything is deleted, so a crash in between loses nothing.
+        self.metadata
+            .update_one(
+                doc! {"_id": format!("journal:{persistence_id}")},
+                doc! {"$max": {"maxSequenceNr": h}, "$set": {"persistenceId": persistence_id}},
+            )
+            .upsert(true)
+            .await
+            .map_err(classify)?;
+        self.events
+            .delete_many(doc! {"persistenceId": persistence_id, "sequenceNr": {"$lte": to}})
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+fn snapshot_filter(persistence_id: &str, c: &SnapshotSelectionCriteria) -> Document {
+    let (min_seq, max_seq, min_ts, max_ts) = c.clamped();
+    // BSON dates outside years 1..=9999 are refused by some servers; no snapshot is stored there.
+    const MIN_MS: i64 = -62_135_596_800_000;
+    const MAX_MS: i64 = 253_402_300_799_999;
+    let (min_ts, max_ts) = (min_ts.clamp(MIN_MS, MAX_MS), max_ts.clamp(MIN_MS, MAX_MS));
+    doc! {
+        "persistenceId": persistence_id,
+        "sequenceNr": {"$gte": min_seq, "$lte": max_seq},
+        "timestamp": {"$gte": DateTime::from_millis(min_ts), "$lte": DateTime::from_millis(max_ts)},
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for MongoStore {
+    async fn save_snapshot(&self, metadata: SnapshotMetadata, data: SnapshotData) -> Result<()> {
+        metadata.validate()?;
+        let d = convert::snapshot_to_doc(&metadata, &data)?;
+        let filter = doc! {"persistenceId": &metadata.persistence_id, "sequenceNr": metadata.sequence_nr as i64};
+        // Two concurrent upserts of a new key can race on the unique index; the second try
+        // then replaces the document the first one inserted.
+        for attempt in 0..2 {
+            match self
+                .snapshots
+                .replace_one(filter.clone(), d.clone())
+                .upsert(true)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_duplicate_key(&e) && attempt == 0 => continue,
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        persistence_id: &str,
+        criteria: SnapshotSelectionCriteria,
+    ) -> Result<Option<SelectedSnapshot>> {
+        let found = self
+            .snapshots
+            .find_one(snapshot_filter(persistence_id, &criteria))
+            .sort(doc! {"sequenceNr": -1, "timestamp": -1})
+            .await
+            .map_err(classify)?;
+        found.as_ref().map(convert::doc_to_snapshot).transpose()
+    }
+
+    async fn delete_snapshot(&self, metadata: &SnapshotMetadata) -> Result<()> {
+        self.snapshots
+            .delete_one(doc! {
+                "persistenceId": &metadata.persistence_id,
+                "sequenceNr": clamp(metadata.sequence_nr),
+            })
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn delete_snapshots(
+        &self,
+        persistence_id: &str,
+        criteria: SnapshotSelectionCriteria,
+    ) -> Result<()> {
+        self.snapshots
+            .delete_many(snapshot_filter(persistence_id, &criteria))
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventsByTagQuery for MongoStore {
+    async fn events_by_tag_page(
+        &self,
+        tag: &str,
+        after: Offset,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>> {
+        let after = clamp(after.0);
+        let watermark = self.watermark().await?;
+        if watermark <= after || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let filter = doc! {"tags": tag, "ordering": {"$gt": after, "$lte": watermark}};
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .collect_events(filter, doc! {"ordering": 1}, limit)
+            .await?
+            .into_iter()
+            .map(|(o, event)| EventEnvelope {
+                offset: Offset(o as u64),
+                event,
+            })
+            .collect())
+    }
+
+    async fn current_persistence_ids(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = Vec::new();
+        for v in self
+            .events
+            .distinct("persistenceId", doc! {})
+            .await
+            .map_err(classify)?
+        {
+            if let Bson::String(s) = v {
+                ids.push(s);
+            }
+        }
+        let kept = self
+            .metadata
+            .distinct("persistenceId", doc! {"persistenceId": {"$exists": true}})
+            .await
+            .map_err(classify)?;
+        for v in kept {
+            if let Bson::String(s) = v {
+                ids.push(s);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn refresh_interval(&self) -> Duration {
+        self.config.refresh_interval
+    }
+
+    fn commit_signal(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.commits.subscribe())
+    }
+}
