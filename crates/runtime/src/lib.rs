@@ -13,3 +13,17 @@ pub mod wire;
 
 pub use address::{NodeAddress, UniqueAddress};
 pub use remote::{RemoteRef, Remoting, RemotingConfig, SendError, SendPolicy};
+pub mod cluster;
+pub mod config;
+pub mod discovery;
+pub mod failure_detector;
+pub mod http_client;
+pub mod management;
+pub mod membership;
+pub mod node;
+pub mod sbr;
+pub mod shutdown;
+
+pub use cluster::{Cluster, ClusterConfig, ClusterEvent};
+pub use config::{NodeArgs, NodeConfig, ServiceDefaults};
+pub use node::Node;

@@ -70,8 +70,11 @@ pub struct RemotingConfig {
     pub bind_host: String,
     /// Host name other nodes use to reach this node (`CLUSTER_IP`).
     pub public_host: String,
-    /// Port to bind and advertise (`CLUSTER_PORT`); 0 lets the OS choose.
+    /// Port to bind (`CLUSTER_PORT`); 0 lets the OS choose.
     pub port: u16,
+    /// Port to advertise when it differs from the bound one (a NAT, a port mapping,
+    /// or a test proxy in front of the node); `None` advertises the bound port.
+    pub public_port: Option<u16>,
     /// Shared secret every node must prove (`CLUSTER_COOKIE`).
     pub cookie: String,
     /// Messages a peer queue holds before the full policy applies.
@@ -97,6 +100,7 @@ impl Default for RemotingConfig {
             bind_host: "127.0.0.1".to_string(),
             public_host: "127.0.0.1".to_string(),
             port: 0,
+            public_port: None,
             cookie: DEFAULT_COOKIE.to_string(),
             queue_capacity: 32 * 1024,
             max_frame_size: 4 * 1024 * 1024,
@@ -264,6 +268,7 @@ pub struct TransportStats {
 
 struct Inner {
     me: UniqueAddress,
+    bound_port: u16,
     cfg: RemotingConfig,
     registry: RwLock<Arc<HashMap<String, Arc<DeliverFn>>>>,
     peers: Mutex<HashMap<NodeAddress, Arc<Peer>>>,
@@ -295,10 +300,11 @@ impl Remoting {
         let me = UniqueAddress::new_random(NodeAddress::new(
             cfg.system.clone(),
             cfg.public_host.clone(),
-            port,
+            cfg.public_port.unwrap_or(port),
         ));
         let inner = Arc::new(Inner {
             me,
+            bound_port: port,
             cfg,
             registry: RwLock::new(Arc::new(HashMap::new())),
             peers: Mutex::new(HashMap::new()),
@@ -317,6 +323,11 @@ impl Remoting {
     /// This node's unique address.
     pub fn self_address(&self) -> &UniqueAddress {
         &self.inner.me
+    }
+
+    /// The port actually bound (differs from the advertised one with `public_port`).
+    pub fn bound_port(&self) -> u16 {
+        self.inner.bound_port
     }
 
     /// Makes the actor reachable from other nodes as `name`: each message is decoded
@@ -441,19 +452,19 @@ impl Remoting {
             .try_enqueue(&peer, recipient, trace_context, payload)
     }
 
-    /// Stops the link to `node` (its member was removed) and refuses `uid` from now on
-    /// when given; a later incarnation with another uid may connect again.
-    pub fn forget_peer(&self, node: &NodeAddress, quarantine_uid: Option<u64>) {
-        if let Some(uid) = quarantine_uid {
-            self.inner
-                .quarantined
-                .lock()
-                .expect("quarantine lock")
-                .insert(UniqueAddress {
-                    address: node.clone(),
-                    uid,
-                });
-        }
+    /// Refuses connections from this incarnation from now on (its member was
+    /// removed); a later incarnation with another uid may connect again.
+    pub fn quarantine(&self, node: &UniqueAddress) {
+        self.inner
+            .quarantined
+            .lock()
+            .expect("quarantine lock")
+            .insert(node.clone());
+    }
+
+    /// Stops the link to `node` (its member was removed), which ends reconnect
+    /// attempts; a later send to it opens a new link.
+    pub fn forget_peer(&self, node: &NodeAddress) {
         if let Some(p) = self.inner.peers.lock().expect("peers lock").remove(node) {
             p.cancel.cancel();
         }

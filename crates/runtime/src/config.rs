@@ -1,0 +1,779 @@
+//! Node configuration from command-line flags and the workshop's environment variables
+//! (a flag wins over its variable). Every value is checked at start; a wrong one is
+//! refused with a message that names the variable and the flag.
+//!
+//! | variable | flag | meaning | default |
+//! |---|---|---|---|
+//! | `ACTORSYSTEM` | `--system` | actor-system name | `AkkaTrader` |
+//! | `CLUSTER_IP` | `--host` | host other nodes reach this node at | `127.0.0.1` |
+//! | `CLUSTER_BIND_HOST` | `--bind-host` | interface to bind | the host if it is an IP, else `0.0.0.0` |
+//! | `CLUSTER_PORT` | `--port` | cluster port (0 = any free port) | per service |
+//! | `CLUSTER_SEEDS` | `--seeds` | comma list, `host:port` or `akka.tcp://Sys@host:port` | per service |
+//! | `CLUSTER_ROLES` | `--roles` | comma list | per service |
+//! | `CLUSTER_COOKIE` | `--cookie` | shared secret | a local-development cookie |
+//! | `CLUSTER_DISCOVERY` | `--discovery` | `seeds`, `dns` or `kubernetes` | `seeds` |
+//! | `CLUSTER_DISCOVERY_SERVICE` | `--discovery-service` | headless service name (dns) | |
+//! | `KUBERNETES_API_URL` | `--kubernetes-api` | API base URL (http; e.g. a `kubectl proxy` sidecar) | `http://127.0.0.1:8001` |
+//! | `CLUSTER_DISCOVERY_LABEL_SELECTOR` | `--label-selector` | pod label selector (kubernetes) | |
+//! | `POD_NAMESPACE` | `--namespace` | pod namespace | service-account namespace file, else `default` |
+//! | `CLUSTER_DISCOVERY_PORT_NAME` | `--port-name` | container port name of the cluster port | the cluster port |
+//! | `REQUIRED_CONTACT_POINT_NR` | `--required-contact-points` | contact points before forming | `2` |
+//! | `CLUSTER_MIN_NR_OF_MEMBERS` | `--min-nr-of-members` | members before any is moved Up | `1` |
+//! | `CLUSTER_ROLE_MIN_NR_OF_MEMBERS` | `--role-min-nr-of-members` | `role=n,role=n` | |
+//! | `CLUSTER_SBR_STRATEGY` | `--sbr-strategy` | `keep-majority`, `keep-oldest`, `down-all`, `static-quorum:N`, `off` | `keep-majority` |
+//! | `CLUSTER_SBR_STABLE_AFTER` | `--sbr-stable-after` | duration | `20s` |
+//! | `CLUSTER_HEARTBEAT_INTERVAL` | `--heartbeat-interval` | duration | `1s` |
+//! | `CLUSTER_ACCEPTABLE_HEARTBEAT_PAUSE` | `--acceptable-heartbeat-pause` | duration | `3s` |
+//! | `CLUSTER_PHI_THRESHOLD` | `--phi-threshold` | number | `8` |
+//! | `CLUSTER_GOSSIP_INTERVAL` | `--gossip-interval` | duration | `1s` |
+//! | `CLUSTER_SEED_NODE_TIMEOUT` | `--seed-node-timeout` | duration | `5s` |
+//! | `CLUSTER_JOIN_TIMEOUT` | `--join-timeout` | shutdown-after-unsuccessful-join: duration or `off` | `60s` |
+//! | `CLUSTER_EXITING_TIMEOUT` | `--exiting-timeout` | duration | `5s` |
+//! | `MANAGEMENT_HOST` | `--management-host` | management bind address | `127.0.0.1` |
+//! | `MANAGEMENT_PORT` | `--management-port` | management port (`0` = any, `off`) | `8558` |
+//! | `MANAGEMENT_TOKEN` | `--management-token` | bearer token for mutating routes | none (loopback only) |
+//! | `POD_NAME` | `--pod-name` | name logged with this node's address | |
+//!
+//! Durations are written like `500ms`, `2s`, `1m` (a bare number is seconds).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::address::{DEFAULT_SYSTEM, NodeAddress};
+use crate::cluster::ClusterConfig;
+use crate::discovery::{Discovery, KubernetesDiscovery};
+use crate::failure_detector::FailureDetectorConfig;
+use crate::handshake::DEFAULT_COOKIE;
+use crate::management::ManagementConfig;
+use crate::membership::MinMembers;
+use crate::remote::RemotingConfig;
+use crate::sbr::SbrConfig;
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Transport settings.
+    pub remoting: RemotingConfig,
+    /// Membership settings.
+    pub cluster: ClusterConfig,
+    /// Management HTTP; `None` disables it.
+    pub management: Option<ManagementConfig>,
+    /// Pod name, for logs.
+    pub pod_name: Option<String>,
+    /// Time each coordinated-shutdown phase may take.
+    pub shutdown_phase_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration for tests and embedding: loopback, OS-chosen ports, fast timings
+    /// (gossip and heartbeat every `tick`), joining through `seeds`.
+    pub fn local(seeds: Vec<NodeAddress>, roles: &[&str], tick: Duration) -> Self {
+        let mut cluster = ClusterConfig::fast(tick);
+        cluster.discovery = Discovery::Static(seeds);
+        cluster.roles = roles.iter().map(|r| r.to_string()).collect();
+        Self {
+            remoting: RemotingConfig::default(),
+            cluster,
+            management: Some(ManagementConfig {
+                host: "127.0.0.1".into(),
+                port: 0,
+                token: None,
+            }),
+            pod_name: None,
+            shutdown_phase_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A refused configuration value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid {variable} ({flag}) value {value:?}: {reason}")]
+pub struct ConfigError {
+    /// Environment variable.
+    pub variable: &'static str,
+    /// Command-line flag.
+    pub flag: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Parses `500ms`, `2s`, `1m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| "expected a duration like 500ms, 2s or 1m".to_string())?;
+    if !n.is_finite() || n < 0.0 {
+        return Err("duration must be positive".into());
+    }
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Command-line flags (each also read from its environment variable) shared by every
+/// service binary; flatten it into the binary's own clap parser.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NodeArgs {
+    /// Actor-system name.
+    #[arg(long, env = "ACTORSYSTEM")]
+    pub system: Option<String>,
+    /// Host name or IP other nodes use to reach this node.
+    #[arg(long, env = "CLUSTER_IP")]
+    pub host: Option<String>,
+    /// Interface to bind the cluster port on.
+    #[arg(long, env = "CLUSTER_BIND_HOST")]
+    pub bind_host: Option<String>,
+    /// Cluster port (0 = any free port).
+    #[arg(long, env = "CLUSTER_PORT")]
+    pub port: Option<String>,
+    /// Seed nodes, comma separated (`host:port` or `akka.tcp://System@host:port`).
+    #[arg(long, env = "CLUSTER_SEEDS")]
+    pub seeds: Option<String>,
+    /// Roles, comma separated.
+    #[arg(long, env = "CLUSTER_ROLES")]
+    pub roles: Option<String>,
+    /// Shared cluster secret.
+    #[arg(long, env = "CLUSTER_COOKIE", hide_env_values = true)]
+    pub cookie: Option<String>,
+    /// How to find contact points: seeds, dns or kubernetes.
+    #[arg(long, env = "CLUSTER_DISCOVERY")]
+    pub discovery: Option<String>,
+    /// Headless service name for DNS discovery.
+    #[arg(long, env = "CLUSTER_DISCOVERY_SERVICE")]
+    pub discovery_service: Option<String>,
+    /// Kubernetes API base URL.
+    #[arg(long, env = "KUBERNETES_API_URL")]
+    pub kubernetes_api: Option<String>,
+    /// Pod label selector for Kubernetes discovery.
+    #[arg(long, env = "CLUSTER_DISCOVERY_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Namespace of the pods.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Container port name that carries the cluster port.
+    #[arg(long, env = "CLUSTER_DISCOVERY_PORT_NAME")]
+    pub port_name: Option<String>,
+    /// Contact points needed before the lowest one forms the cluster.
+    #[arg(long, env = "REQUIRED_CONTACT_POINT_NR")]
+    pub required_contact_points: Option<String>,
+    /// Members needed before the leader moves any Up.
+    #[arg(long, env = "CLUSTER_MIN_NR_OF_MEMBERS")]
+    pub min_nr_of_members: Option<String>,
+    /// Per-role minimums, `role=n,role=n`.
+    #[arg(long, env = "CLUSTER_ROLE_MIN_NR_OF_MEMBERS")]
+    pub role_min_nr_of_members: Option<String>,
+    /// Split-brain resolver strategy (or `off`).
+    #[arg(long, env = "CLUSTER_SBR_STRATEGY")]
+    pub sbr_strategy: Option<String>,
+    /// Time the unreachable set must be stable before the resolver acts.
+    #[arg(long, env = "CLUSTER_SBR_STABLE_AFTER")]
+    pub sbr_stable_after: Option<String>,
+    /// Heartbeat interval.
+    #[arg(long, env = "CLUSTER_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<String>,
+    /// Acceptable heartbeat pause.
+    #[arg(long, env = "CLUSTER_ACCEPTABLE_HEARTBEAT_PAUSE")]
+    pub acceptable_heartbeat_pause: Option<String>,
+    /// Phi threshold of the failure detector.
+    #[arg(long, env = "CLUSTER_PHI_THRESHOLD")]
+    pub phi_threshold: Option<String>,
+    /// Gossip interval.
+    #[arg(long, env = "CLUSTER_GOSSIP_INTERVAL")]
+    pub gossip_interval: Option<String>,
+    /// Time the first seed waits for the others before forming the cluster alone.
+    #[arg(long, env = "CLUSTER_SEED_NODE_TIMEOUT")]
+    pub seed_node_timeout: Option<String>,
+    /// Exit non-zero when not joined after this long (`off` to retry forever).
+    #[arg(long, env = "CLUSTER_JOIN_TIMEOUT")]
+    pub join_timeout: Option<String>,
+    /// How long an Exiting node waits for its removal.
+    #[arg(long, env = "CLUSTER_EXITING_TIMEOUT")]
+    pub exiting_timeout: Option<String>,
+    /// Management HTTP bind address.
+    #[arg(long, env = "MANAGEMENT_HOST")]
+    pub management_host: Option<String>,
+    /// Management HTTP port (`0` = any free port, `off` = disabled).
+    #[arg(long, env = "MANAGEMENT_PORT")]
+    pub management_port: Option<String>,
+    /// Bearer token required by mutating management routes.
+    #[arg(long, env = "MANAGEMENT_TOKEN", hide_env_values = true)]
+    pub management_token: Option<String>,
+    /// Pod name (logged with this node's address).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+/// Defaults a service binary chooses for itself.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceDefaults {
+    /// Cluster port when none is configured.
+    pub port: u16,
+    /// Roles when none are configured.
+    pub roles: Vec<String>,
+    /// When no seeds are configured, join this node itself (the lighthouse does).
+    pub self_seed: bool,
+}
+
+fn err(
+    variable: &'static str,
+    flag: &'static str,
+    value: &str,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError {
+        variable,
+        flag,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split([',', ';'])
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+macro_rules! dur {
+    ($v:expr, $var:literal, $flag:literal) => {
+        match $v.as_deref() {
+            None => None,
+            Some(s) => Some(parse_duration(s).map_err(|r| err($var, $flag, s, r))?),
+        }
+    };
+}
+
+impl NodeArgs {
+    /// Checks every value and builds the node configuration.
+    pub fn resolve(&self, defaults: &ServiceDefaults) -> Result<NodeConfig, ConfigError> {
+        let system = self
+            .system
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SYSTEM.to_string());
+        if system.is_empty()
+            || !system
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(err(
+                "ACTORSYSTEM",
+                "--system",
+                &system,
+                "letters, digits, - and _ only",
+            ));
+        }
+        let host = self.host.clone().unwrap_or_else(|| "127.0.0.1".to_string());
+        if host.is_empty() || host.contains(['/', ' ', '@']) {
+            return Err(err(
+                "CLUSTER_IP",
+                "--host",
+                &host,
+                "not a host name or IP address",
+            ));
+        }
+        let bind_host = match &self.bind_host {
+            Some(b) => {
+                b.parse::<IpAddr>()
+                    .map_err(|_| err("CLUSTER_BIND_HOST", "--bind-host", b, "not an IP address"))?;
+                b.clone()
+            }
+            None if host.parse::<IpAddr>().is_ok() => host.clone(),
+            None => "0.0.0.0".to_string(),
+        };
+        let port = match &self.port {
+            None => defaults.port,
+            Some(p) => p
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| err("CLUSTER_PORT", "--port", p, "not a port number (0-65535)"))?,
+        };
+        let roles: BTreeSet<String> = match &self.roles {
+            Some(r) => list(r).into_iter().collect(),
+            None => defaults.roles.iter().cloned().collect(),
+        };
+        let cookie = self
+            .cookie
+            .clone()
+            .unwrap_or_else(|| DEFAULT_COOKIE.to_string());
+        if cookie.len() < 8 {
+            return Err(err(
+                "CLUSTER_COOKIE",
+                "--cookie",
+                "<hidden>",
+                "at least 8 characters",
+            ));
+        }
+        let seeds: Vec<NodeAddress> = match &self.seeds {
+            Some(s) => list(s)
+                .iter()
+                .map(|x| NodeAddress::parse_with_default(x, &system))
+                .collect::<Result<_, _>>()
+                .map_err(|e| err("CLUSTER_SEEDS", "--seeds", s, e.to_string()))?,
+            None => Vec::new(),
+        };
+        if let Some(bad) = seeds.iter().find(|s| s.system != system) {
+            return Err(err(
+                "CLUSTER_SEEDS",
+                "--seeds",
+                &bad.to_string(),
+                format!(
+                    "seed belongs to system {:?}, this node to {system:?}",
+                    bad.system
+                ),
+            ));
+        }
+        let required = match &self.required_contact_points {
+            None => 2,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    err(
+                        "REQUIRED_CONTACT_POINT_NR",
+                        "--required-contact-points",
+                        v,
+                        "a number >= 1",
+                    )
+                })?,
+        };
+        let kind = self
+            .discovery
+            .clone()
+            .unwrap_or_else(|| "seeds".to_string());
+        let discovery = match kind.as_str() {
+            "seeds" | "static" | "config" => {
+                if seeds.is_empty() {
+                    if defaults.self_seed {
+                        // filled in with the bound address at start
+                        Discovery::Static(Vec::new())
+                    } else {
+                        return Err(err(
+                            "CLUSTER_SEEDS",
+                            "--seeds",
+                            "",
+                            "no seed nodes given (or set CLUSTER_DISCOVERY=dns|kubernetes)",
+                        ));
+                    }
+                } else {
+                    Discovery::Static(seeds)
+                }
+            }
+            "dns" => {
+                let name = self.discovery_service.clone().ok_or_else(|| {
+                    err(
+                        "CLUSTER_DISCOVERY_SERVICE",
+                        "--discovery-service",
+                        "",
+                        "required for dns discovery",
+                    )
+                })?;
+                if port == 0 {
+                    return Err(err(
+                        "CLUSTER_PORT",
+                        "--port",
+                        "0",
+                        "dns discovery needs a fixed cluster port",
+                    ));
+                }
+                Discovery::Dns {
+                    name,
+                    port,
+                    system: system.clone(),
+                    required_contact_points: required,
+                }
+            }
+            "kubernetes" | "kubernetes-api" => {
+                let api_url = self
+                    .kubernetes_api
+                    .clone()
+                    .unwrap_or_else(|| "http://127.0.0.1:8001".to_string());
+                crate::http_client::split_url(&api_url).map_err(|e| {
+                    err(
+                        "KUBERNETES_API_URL",
+                        "--kubernetes-api",
+                        &api_url,
+                        e.to_string(),
+                    )
+                })?;
+                let label_selector = self.label_selector.clone().ok_or_else(|| {
+                    err(
+                        "CLUSTER_DISCOVERY_LABEL_SELECTOR",
+                        "--label-selector",
+                        "",
+                        "required for kubernetes discovery",
+                    )
+                })?;
+                let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+                let namespace = self
+                    .namespace
+                    .clone()
+                    .or_else(|| std::fs::read_to_string(format!("{sa}/namespace")).ok())
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|| "default".to_string());
+                let token = std::fs::read_to_string(format!("{sa}/token"))
+                    .ok()
+                    .map(|s| s.trim().to_string());
+                if port == 0 && self.port_name.is_none() {
+                    return Err(err(
+                        "CLUSTER_PORT",
+                        "--port",
+                        "0",
+                        "kubernetes discovery needs a fixed cluster port or a port name",
+                    ));
+                }
+                Discovery::Kubernetes(KubernetesDiscovery {
+                    api_url,
+                    namespace,
+                    label_selector,
+                    token,
+                    port_name: self.port_name.clone(),
+                    default_port: port,
+                    system: system.clone(),
+                    required_contact_points: required,
+                })
+            }
+            other => {
+                return Err(err(
+                    "CLUSTER_DISCOVERY",
+                    "--discovery",
+                    other,
+                    "one of seeds, dns, kubernetes",
+                ));
+            }
+        };
+        let min_total = match &self.min_nr_of_members {
+            None => 1,
+            Some(v) => v.trim().parse::<usize>().map_err(|_| {
+                err(
+                    "CLUSTER_MIN_NR_OF_MEMBERS",
+                    "--min-nr-of-members",
+                    v,
+                    "a number",
+                )
+            })?,
+        };
+        let mut per_role = BTreeMap::new();
+        if let Some(v) = &self.role_min_nr_of_members {
+            for item in list(v) {
+                let (r, n) = item
+                    .split_once('=')
+                    .and_then(|(r, n)| Some((r.trim(), n.trim().parse::<usize>().ok()?)))
+                    .ok_or_else(|| {
+                        err(
+                            "CLUSTER_ROLE_MIN_NR_OF_MEMBERS",
+                            "--role-min-nr-of-members",
+                            v,
+                            "expected role=n,role=n",
+                        )
+                    })?;
+                per_role.insert(r.to_string(), n);
+            }
+        }
+        let mut fd = FailureDetectorConfig::default();
+        if let Some(d) = dur!(
+            self.heartbeat_interval,
+            "CLUSTER_HEARTBEAT_INTERVAL",
+            "--heartbeat-interval"
+        ) {
+            if d.is_zero() {
+                return Err(err(
+                    "CLUSTER_HEARTBEAT_INTERVAL",
+                    "--heartbeat-interval",
+                    "0",
+                    "must be > 0",
+                ));
+            }
+            fd.heartbeat_interval = d;
+        }
+        if let Some(d) = dur!(
+            self.acceptable_heartbeat_pause,
+            "CLUSTER_ACCEPTABLE_HEARTBEAT_PAUSE",
+            "--acceptable-heartbeat-pause"
+        ) {
+            fd.acceptable_pause = d;
+        }
+        if let Some(v) = &self.phi_threshold {
+            fd.threshold = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|t| *t > 0.0 && t.is_finite())
+                .ok_or_else(|| {
+                    err(
+                        "CLUSTER_PHI_THRESHOLD",
+                        "--phi-threshold",
+                        v,
+                        "a positive number",
+                    )
+                })?;
+        }
+        let sbr = match self.sbr_strategy.as_deref() {
+            Some("off") | Some("none") => None,
+            other => {
+                let strategy = match other {
+                    None => crate::sbr::Strategy::KeepMajority,
+                    Some(s) => s
+                        .parse()
+                        .map_err(|r: String| err("CLUSTER_SBR_STRATEGY", "--sbr-strategy", s, r))?,
+                };
+                Some(SbrConfig {
+                    strategy,
+                    stable_after: dur!(
+                        self.sbr_stable_after,
+                        "CLUSTER_SBR_STABLE_AFTER",
+                        "--sbr-stable-after"
+                    )
+                    .unwrap_or(Duration::from_secs(20)),
+                    role: None,
+                })
+            }
+        };
+        let base = ClusterConfig::default();
+        let gossip_interval = dur!(
+            self.gossip_interval,
+            "CLUSTER_GOSSIP_INTERVAL",
+            "--gossip-interval"
+        )
+        .unwrap_or(base.gossip_interval);
+        if gossip_interval.is_zero() {
+            return Err(err(
+                "CLUSTER_GOSSIP_INTERVAL",
+                "--gossip-interval",
+                "0",
+                "must be > 0",
+            ));
+        }
+        let join_timeout = match self.join_timeout.as_deref() {
+            Some("off") | Some("never") => None,
+            None => base.shutdown_after_unsuccessful_join,
+            Some(s) => Some(
+                parse_duration(s)
+                    .map_err(|r| err("CLUSTER_JOIN_TIMEOUT", "--join-timeout", s, r))?,
+            ),
+        };
+        let cluster = ClusterConfig {
+            roles,
+            discovery,
+            min_members: MinMembers {
+                total: min_total,
+                per_role,
+            },
+            gossip_interval,
+            join_retry_interval: gossip_interval.min(Duration::from_secs(1)),
+            failure_detector: fd,
+            sbr,
+            seed_node_timeout: dur!(
+                self.seed_node_timeout,
+                "CLUSTER_SEED_NODE_TIMEOUT",
+                "--seed-node-timeout"
+            )
+            .unwrap_or(base.seed_node_timeout),
+            shutdown_after_unsuccessful_join: join_timeout,
+            exiting_timeout: dur!(
+                self.exiting_timeout,
+                "CLUSTER_EXITING_TIMEOUT",
+                "--exiting-timeout"
+            )
+            .unwrap_or(base.exiting_timeout),
+        };
+        let management = match self.management_port.as_deref() {
+            Some("off") | Some("none") => None,
+            p => {
+                let port = match p {
+                    None => 8558,
+                    Some(v) => v.trim().parse::<u16>().map_err(|_| {
+                        err(
+                            "MANAGEMENT_PORT",
+                            "--management-port",
+                            v,
+                            "a port number or off",
+                        )
+                    })?,
+                };
+                let host = self
+                    .management_host
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1".to_string());
+                host.parse::<IpAddr>().map_err(|_| {
+                    err(
+                        "MANAGEMENT_HOST",
+                        "--management-host",
+                        &host,
+                        "not an IP address",
+                    )
+                })?;
+                Some(ManagementConfig {
+                    host,
+                    port,
+                    token: self.management_token.clone().filter(|t| !t.is_empty()),
+                })
+            }
+        };
+        Ok(NodeConfig {
+            remoting: RemotingConfig {
+                system,
+                bind_host,
+                public_host: host,
+                port,
+                cookie,
+                ..RemotingConfig::default()
+            },
+            cluster,
+            management,
+            pod_name: self.pod_name.clone(),
+            shutdown_phase_timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> ServiceDefaults {
+        ServiceDefaults {
+            port: 4053,
+            roles: vec!["lighthouse".into()],
+            self_seed: true,
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn defaults_and_workshop_seeds() {
+        let a = NodeArgs {
+            seeds: Some("akka.tcp://AkkaTrader@lighthouse-0.lighthouse:4053, 10.0.0.2:4053".into()),
+            roles: Some("trader,trade-events".into()),
+            ..NodeArgs::default()
+        };
+        let c = a.resolve(&defaults()).unwrap();
+        assert_eq!(c.remoting.port, 4053);
+        assert_eq!(c.cluster.roles.len(), 2);
+        match &c.cluster.discovery {
+            Discovery::Static(s) => {
+                assert_eq!(s.len(), 2);
+                assert_eq!(s[0].host, "lighthouse-0.lighthouse");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.management.unwrap().port, 8558);
+    }
+
+    #[test]
+    fn wrong_values_name_the_variable() {
+        let cases: Vec<(NodeArgs, &str)> = vec![
+            (
+                NodeArgs {
+                    port: Some("99999".into()),
+                    ..Default::default()
+                },
+                "CLUSTER_PORT",
+            ),
+            (
+                NodeArgs {
+                    seeds: Some("nohost".into()),
+                    ..Default::default()
+                },
+                "CLUSTER_SEEDS",
+            ),
+            (
+                NodeArgs {
+                    management_port: Some("x".into()),
+                    ..Default::default()
+                },
+                "MANAGEMENT_PORT",
+            ),
+            (
+                NodeArgs {
+                    management_host: Some("my host".into()),
+                    ..Default::default()
+                },
+                "MANAGEMENT_HOST",
+            ),
+            (
+                NodeArgs {
+                    system: Some("a b".into()),
+                    ..Default::default()
+                },
+                "ACTORSYSTEM",
+            ),
+            (
+                NodeArgs {
+                    required_contact_points: Some("0".into()),
+                    ..Default::default()
+                },
+                "REQUIRED_CONTACT_POINT_NR",
+            ),
+            (
+                NodeArgs {
+                    sbr_strategy: Some("majority".into()),
+                    ..Default::default()
+                },
+                "CLUSTER_SBR_STRATEGY",
+            ),
+            (
+                NodeArgs {
+                    heartbeat_interval: Some("fast".into()),
+                    ..Default::default()
+                },
+                "CLUSTER_HEARTBEAT_INTERVAL",
+            ),
+            (
+                NodeArgs {
+                    cookie: Some("short".into()),
+                    ..Default::default()
+                },
+                "CLUSTER_COOKIE",
+            ),
+            (
+                NodeArgs {
+                    discovery: Some("dns".into()),
+                    ..Default::default()
+                },
+                "CLUSTER_DISCOVERY_SERVICE",
+            ),
+            (
+                NodeArgs {
+                    discovery: Some("consul".into()),
+                    ..Default::default()
+                },
+                "CLUSTER_DISCOVERY",
+            ),
+        ];
+        for (args, var) in cases {
+            let e = args.resolve(&defaults()).unwrap_err();
+            assert_eq!(e.variable, var);
+            assert!(e.to_string().contains(var), "{e}");
+        }
+        let no_seeds = NodeArgs::default()
+            .resolve(&ServiceDefaults::default())
+            .unwrap_err();
+        assert_eq!(no_seeds.variable, "CLUSTER_SEEDS");
+    }
+}

@@ -1,0 +1,421 @@
+//! The management HTTP API (axum) of a node, for probes, operators and `tradectl`:
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /alive` | 200 while the process serves |
+//! | `GET /ready` | 200 only while this node is Up, else 503 |
+//! | `GET /cluster/members` | JSON: selfNode, leader, oldest, members (node, nodeUid, status, roles, reachable), unreachable |
+//! | `PUT /cluster/members/{address}` | body `{"operation":"leave"}` / `operation=down` (form) / `?operation=leave`: leave or down that member |
+//! | `GET /cluster/events` | newline-delimited JSON: the current state, then every cluster event as it happens |
+//! | `GET /metrics` | Prometheus text: members by status, unreachable members, gossip and heartbeat counters, messages per peer |
+//!
+//! Mutating routes require `Authorization: Bearer <MANAGEMENT_TOKEN>` when a token is
+//! configured; without one they answer only clients on loopback.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::address::NodeAddress;
+use crate::cluster::{Cluster, ClusterEvent};
+use crate::membership::MemberStatus;
+use crate::remote::Remoting;
+
+/// Where the management API listens.
+#[derive(Clone, Debug)]
+pub struct ManagementConfig {
+    /// Bind address (`MANAGEMENT_HOST`).
+    pub host: String,
+    /// Port (`MANAGEMENT_PORT`; 0 = any free port).
+    pub port: u16,
+    /// Bearer token for mutating routes (`MANAGEMENT_TOKEN`).
+    pub token: Option<String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    cluster: Cluster,
+    remoting: Remoting,
+    token: Option<String>,
+}
+
+/// Body of `PUT /cluster/members/{address}`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct MemberOperation {
+    /// `leave` or `down` (case-insensitive).
+    pub operation: String,
+}
+
+/// A JSON message answer.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct MessageBody {
+    /// Human-readable outcome.
+    pub message: String,
+}
+
+fn message(status: StatusCode, text: impl Into<String>) -> Response {
+    (
+        status,
+        Json(MessageBody {
+            message: text.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// Starts the API; it stops when `stop` is cancelled. Returns the bound address.
+pub async fn serve(
+    cfg: &ManagementConfig,
+    cluster: Cluster,
+    remoting: Remoting,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind((cfg.host.as_str(), cfg.port)).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        cluster,
+        remoting,
+        token: cfg.token.clone(),
+    };
+    let app = Router::new()
+        .route("/alive", get(alive))
+        .route("/ready", get(ready))
+        .route("/cluster/members", get(members))
+        .route("/cluster/members/{address}", get(member).put(operate))
+        .route("/cluster/events", get(events))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    info!(%addr, "management http listening");
+    tokio::spawn(async move {
+        let r = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+        if let Err(e) = r {
+            warn!(error = %e, "management http stopped");
+        }
+    });
+    Ok(addr)
+}
+
+async fn alive() -> &'static str {
+    "OK"
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    match s.cluster.state().self_status {
+        Some(MemberStatus::Up) => (StatusCode::OK, "Up").into_response(),
+        other => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: {}",
+                other.map_or("not joined".to_string(), |s| s.to_string())
+            ),
+        )
+            .into_response(),
+    }
+}
+
+async fn members(State(s): State<AppState>) -> Response {
+    Json(s.cluster.state()).into_response()
+}
+
+fn parse_target(s: &AppState, raw: &str) -> Result<NodeAddress, Box<Response>> {
+    NodeAddress::parse_with_default(raw, &s.cluster.self_node().address.system)
+        .map_err(|e| Box::new(message(StatusCode::BAD_REQUEST, e.to_string())))
+}
+
+async fn member(State(s): State<AppState>, Path(address): Path<String>) -> Response {
+    let target = match parse_target(&s, &address) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let node = target.to_string();
+    match s
+        .cluster
+        .state()
+        .members
+        .into_iter()
+        .find(|m| m.node == node)
+    {
+        Some(m) => Json(m).into_response(),
+        None => message(StatusCode::NOT_FOUND, format!("{node} is not a member")),
+    }
+}
+
+fn authorized(s: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Box<Response>> {
+    match &s.token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given == Some(token.as_str()) {
+                Ok(())
+            } else {
+                Err(Box::new(message(
+                    StatusCode::UNAUTHORIZED,
+                    "a valid bearer token (MANAGEMENT_TOKEN) is required",
+                )))
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(Box::new(message(
+            StatusCode::FORBIDDEN,
+            "mutating routes answer only loopback clients unless MANAGEMENT_TOKEN is set",
+        ))),
+    }
+}
+
+async fn operate(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(address): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers, peer) {
+        return *r;
+    }
+    let target = match parse_target(&s, &address) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let op = q
+        .get("operation")
+        .cloned()
+        .or_else(|| {
+            serde_json::from_str::<MemberOperation>(&body)
+                .ok()
+                .map(|o| o.operation)
+        })
+        .or_else(|| {
+            body.split('&')
+                .find_map(|kv| kv.strip_prefix("operation=").map(str::to_string))
+        });
+    let Some(op) = op else {
+        return message(StatusCode::BAD_REQUEST, "missing operation (leave or down)");
+    };
+    let node = target.to_string();
+    if !s.cluster.state().members.iter().any(|m| m.node == node) {
+        return message(StatusCode::NOT_FOUND, format!("{node} is not a member"));
+    }
+    match op.to_ascii_lowercase().as_str() {
+        "leave" => {
+            info!(%node, %peer, "leave requested over management http");
+            s.cluster.leave(target);
+            message(StatusCode::OK, format!("Leaving {node}"))
+        }
+        "down" => {
+            info!(%node, %peer, "down requested over management http");
+            s.cluster.down(target);
+            message(StatusCode::OK, format!("Downing {node}"))
+        }
+        other => message(
+            StatusCode::BAD_REQUEST,
+            format!("unknown operation {other:?} (leave or down)"),
+        ),
+    }
+}
+
+async fn events(State(s): State<AppState>) -> Response {
+    let mut first = serde_json::to_value(s.cluster.state()).unwrap_or_default();
+    if let Some(o) = first.as_object_mut() {
+        o.insert("type".into(), "CurrentClusterState".into());
+    }
+    let rx = s.cluster.subscribe();
+    let head =
+        futures::stream::once(
+            async move { Ok::<_, std::convert::Infallible>(format!("{first}\n")) },
+        );
+    let tail = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    let line = serde_json::to_string::<ClusterEvent>(&e).unwrap_or_default();
+                    return Some((Ok(format!("{line}\n")), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(head.chain(tail)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Renders the node's metrics in the Prometheus text format.
+pub fn render_metrics(cluster: &Cluster, remoting: &Remoting) -> String {
+    let st = cluster.state();
+    let me = esc(&st.self_node);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# HELP cluster_members Members by status, as seen by this node."
+    );
+    let _ = writeln!(o, "# TYPE cluster_members gauge");
+    for status in [
+        MemberStatus::Joining,
+        MemberStatus::Up,
+        MemberStatus::Leaving,
+        MemberStatus::Exiting,
+        MemberStatus::Down,
+    ] {
+        let n = st.members.iter().filter(|m| m.status == status).count();
+        let _ = writeln!(
+            o,
+            "cluster_members{{node=\"{me}\",status=\"{status}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP cluster_unreachable_members Members some member cannot reach."
+    );
+    let _ = writeln!(o, "# TYPE cluster_unreachable_members gauge");
+    let _ = writeln!(
+        o,
+        "cluster_unreachable_members{{node=\"{me}\"}} {}",
+        st.unreachable.len()
+    );
+    let _ = writeln!(o, "# HELP cluster_self_up 1 when this node is Up.");
+    let _ = writeln!(o, "# TYPE cluster_self_up gauge");
+    let up = u8::from(st.self_status == Some(MemberStatus::Up));
+    let _ = writeln!(o, "cluster_self_up{{node=\"{me}\"}} {up}");
+    let _ = writeln!(
+        o,
+        "# HELP cluster_is_leader 1 when this node is the leader."
+    );
+    let _ = writeln!(o, "# TYPE cluster_is_leader gauge");
+    let leader = u8::from(st.leader.as_deref() == Some(st.self_node.as_str()));
+    let _ = writeln!(o, "cluster_is_leader{{node=\"{me}\"}} {leader}");
+    let m = cluster.metrics();
+    for (name, help, v) in [
+        (
+            "cluster_gossip_sent_total",
+            "Gossip messages sent.",
+            &m.gossip_sent,
+        ),
+        (
+            "cluster_gossip_received_total",
+            "Gossip messages received.",
+            &m.gossip_received,
+        ),
+        (
+            "cluster_heartbeats_sent_total",
+            "Heartbeats sent.",
+            &m.heartbeats_sent,
+        ),
+        (
+            "cluster_heartbeats_received_total",
+            "Heartbeats received.",
+            &m.heartbeats_received,
+        ),
+        (
+            "cluster_sbr_downed_total",
+            "Members downed by this node's split-brain resolver.",
+            &m.sbr_downed,
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} counter");
+        let _ = writeln!(o, "{name}{{node=\"{me}\"}} {}", v.load(Ordering::Relaxed));
+    }
+    let peers = remoting.peer_stats();
+    for (name, help, kind, f) in [
+        (
+            "remote_messages_sent_total",
+            "Messages written to a peer.",
+            "counter",
+            (|p: &crate::remote::PeerStat| p.sent) as fn(&crate::remote::PeerStat) -> u64,
+        ),
+        (
+            "remote_messages_received_total",
+            "Messages received from a peer.",
+            "counter",
+            |p| p.received,
+        ),
+        (
+            "remote_messages_dropped_total",
+            "Messages dropped while the link to a peer was down.",
+            "counter",
+            |p| p.dropped,
+        ),
+        (
+            "remote_frames_sent_total",
+            "Frames written to a peer.",
+            "counter",
+            |p| p.frames_out,
+        ),
+        (
+            "remote_peer_connected",
+            "1 while a connection to the peer is open.",
+            "gauge",
+            |p| u64::from(p.connected),
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for p in &peers {
+            let _ = writeln!(
+                o,
+                "{name}{{node=\"{me}\",peer=\"{}\"}} {}",
+                esc(&p.address.to_string()),
+                f(p)
+            );
+        }
+    }
+    let t = remoting.stats();
+    for (name, help, v) in [
+        (
+            "remote_handshakes_refused_total",
+            "Inbound connections refused in the handshake.",
+            t.handshakes_refused,
+        ),
+        (
+            "remote_frames_malformed_total",
+            "Connections closed for a malformed or oversized frame.",
+            t.frames_malformed,
+        ),
+        (
+            "remote_unknown_recipient_total",
+            "Messages for a name nobody registered.",
+            t.unknown_recipient,
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} counter");
+        let _ = writeln!(o, "{name}{{node=\"{me}\"}} {v}");
+    }
+    o
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render_metrics(&s.cluster, &s.remoting),
+    )
+        .into_response()
+}

@@ -1,0 +1,267 @@
+//! Membership over real TCP between in-process nodes: formation, events, graceful
+//! leave, failure detection with downing, partitions through a fault-injecting proxy,
+//! restarts at the same address, and unsuccessful joins.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use runtime::membership::MemberStatus;
+use runtime::{ClusterEvent, Node, NodeAddress};
+use support::proxy::{Proxy, partition};
+use support::{TICK, all_up, start, start_with, wait_all, with_status};
+use tokio::sync::mpsc;
+
+struct Events;
+
+impl Actor for Events {
+    type Msg = ClusterEvent;
+    type State = mpsc::UnboundedSender<ClusterEvent>;
+    type Arguments = mpsc::UnboundedSender<ClusterEvent>;
+    async fn pre_start(
+        &self,
+        _me: ActorRef<ClusterEvent>,
+        a: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(a)
+    }
+    async fn handle(
+        &self,
+        _me: ActorRef<ClusterEvent>,
+        e: ClusterEvent,
+        s: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = s.send(e);
+        Ok(())
+    }
+}
+
+fn addr(n: &Node) -> NodeAddress {
+    n.address().address.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_and_four_nodes_converge_with_events_and_roles() {
+    let seed = start(&[], &["lighthouse"]).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (sub, _) = Actor::spawn(None, Events, tx).await.unwrap();
+    seed.cluster().subscribe_actor(sub);
+    let s = [addr(&seed)];
+    let mut nodes = vec![seed];
+    for i in 0..4 {
+        nodes.push(start(&s, &[if i % 2 == 0 { "a" } else { "b" }]).await);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    assert!(wait_all(&refs, Duration::from_secs(10), |s| all_up(s, 5)).await);
+    let views: Vec<_> = nodes.iter().map(|n| n.cluster().state()).collect();
+    for v in &views {
+        assert_eq!(v.leader, views[0].leader);
+        assert_eq!(v.members, views[0].members);
+        assert_eq!(v.self_status, Some(MemberStatus::Up));
+    }
+    let first_up = views[0].members.iter().find(|m| m.up_number == 1).unwrap();
+    assert_eq!(views[0].oldest.as_deref(), Some(first_up.node.as_str()));
+    let lh = views[0]
+        .members
+        .iter()
+        .find(|m| m.node == addr(&nodes[0]).to_string())
+        .unwrap();
+    assert!(lh.roles.contains("lighthouse"));
+    let mut ups = 0;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        if matches!(e, ClusterEvent::MemberUp { .. }) {
+            ups += 1;
+        }
+        if ups == 5 {
+            break;
+        }
+    }
+    assert_eq!(ups, 5, "subscriber saw every member come up");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn min_nr_of_members_holds_members_in_joining() {
+    let seed = start_with(&[], |c| c.cluster.min_members.total = 3).await;
+    let s = [addr(&seed)];
+    let b = start_with(&s, |c| c.cluster.min_members.total = 3).await;
+    assert!(
+        wait_all(&[&seed, &b], Duration::from_secs(5), |v| v.members.len()
+            == 2)
+        .await
+    );
+    tokio::time::sleep(TICK * 10).await;
+    assert_eq!(
+        with_status(&seed.cluster().state(), MemberStatus::Joining).len(),
+        2
+    );
+    let c = start_with(&s, |c| c.cluster.min_members.total = 3).await;
+    assert!(wait_all(&[&seed, &b, &c], Duration::from_secs(10), |v| all_up(v, 3)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_leave_goes_exiting_then_removed_and_terminates() {
+    let seed = start(&[], &[]).await;
+    let s = [addr(&seed)];
+    let b = start(&s, &[]).await;
+    let c = start(&s, &[]).await;
+    assert!(wait_all(&[&seed, &b, &c], Duration::from_secs(10), |v| all_up(v, 3)).await);
+    let mut events = seed.cluster().subscribe();
+    let leaving = addr(&c).to_string();
+    c.leave();
+    let code = tokio::time::timeout(Duration::from_secs(10), c.terminated())
+        .await
+        .expect("left within 10 s");
+    assert_eq!(code, 0);
+    assert!(wait_all(&[&seed, &b], Duration::from_secs(5), |v| all_up(v, 2)).await);
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            ClusterEvent::MemberLeft { member } if member.node == leaving => seen.push("left"),
+            ClusterEvent::MemberExited { member } if member.node == leaving => seen.push("exited"),
+            ClusterEvent::MemberRemoved { member, .. } if member.node == leaving => {
+                seen.push("removed")
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, vec!["left", "exited", "removed"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_can_leave_too() {
+    let seed = start(&[], &[]).await;
+    let s = [addr(&seed)];
+    let b = start(&s, &[]).await;
+    let c = start(&s, &[]).await;
+    assert!(wait_all(&[&seed, &b, &c], Duration::from_secs(10), |v| all_up(v, 3)).await);
+    seed.cluster().leave(addr(&seed));
+    let code = tokio::time::timeout(Duration::from_secs(10), seed.terminated()).await;
+    assert_eq!(code.expect("seed left"), 0);
+    assert!(wait_all(&[&b, &c], Duration::from_secs(5), |v| all_up(v, 2)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_halted_node_becomes_unreachable_is_downed_and_removed() {
+    let seed = start(&[], &[]).await;
+    let s = [addr(&seed)];
+    let b = start(&s, &[]).await;
+    let c = start(&s, &[]).await;
+    let d = start(&s, &[]).await;
+    let all = [&seed, &b, &c, &d];
+    assert!(wait_all(&all, Duration::from_secs(10), |v| all_up(v, 4)).await);
+    let dead = addr(&d).to_string();
+    d.halt().await;
+    let dead2 = dead.clone();
+    assert!(
+        wait_all(&all[..3], Duration::from_secs(5), move |v| v
+            .unreachable
+            .iter()
+            .any(|u| u.node == dead2))
+        .await,
+        "unreachable everywhere"
+    );
+    assert!(wait_all(&all[..3], Duration::from_secs(10), |v| all_up(v, 3)).await);
+    assert!(
+        !seed
+            .cluster()
+            .state()
+            .members
+            .iter()
+            .any(|m| m.node == dead)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_node_at_the_same_address_replaces_its_old_incarnation() {
+    let seed = start(&[], &[]).await;
+    let s = [addr(&seed)];
+    let b = start(&s, &[]).await;
+    assert!(wait_all(&[&seed, &b], Duration::from_secs(10), |v| all_up(v, 2)).await);
+    let port = addr(&b).port;
+    let old_uid = b.address().uid;
+    b.halt().await;
+    tokio::time::sleep(TICK * 2).await;
+    let b2 = start_with(&s, |c| c.remoting.port = port).await;
+    assert!(wait_all(&[&seed, &b2], Duration::from_secs(10), |v| all_up(v, 2)).await);
+    let st = seed.cluster().state();
+    assert!(st.members.iter().all(|m| m.uid != old_uid));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seeds_that_never_answer_end_in_a_failed_join() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_seed = NodeAddress::new(
+        "AkkaTrader",
+        "127.0.0.1",
+        silent.local_addr().unwrap().port(),
+    );
+    drop(silent);
+    let n = start_with(&[dead_seed], |c| {
+        c.cluster.shutdown_after_unsuccessful_join = Some(Duration::from_millis(800))
+    })
+    .await;
+    let code = tokio::time::timeout(Duration::from_secs(5), n.terminated()).await;
+    assert_eq!(code.expect("gave up"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_first_seed_never_forms_an_island() {
+    let a_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let first = NodeAddress::new("AkkaTrader", "127.0.0.1", a_port);
+    let other = start_with(std::slice::from_ref(&first), |c| {
+        c.cluster.shutdown_after_unsuccessful_join = None;
+    })
+    .await;
+    tokio::time::sleep(TICK * 15).await;
+    assert_eq!(
+        other.cluster().state().self_status,
+        None,
+        "did not form a cluster"
+    );
+    let a = start_with(&[first.clone(), addr(&other)], |c| c.remoting.port = a_port).await;
+    assert!(wait_all(&[&a, &other], Duration::from_secs(10), |v| all_up(v, 2)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_three_two_partition_keeps_the_majority_and_stops_the_minority() {
+    let mut proxies = HashMap::new();
+    let mut nodes = Vec::new();
+    let mut seeds: Vec<NodeAddress> = Vec::new();
+    for _ in 0..5 {
+        let (proxy, listener) = Proxy::bind().await;
+        let public = proxy.port;
+        let n = start_with(&seeds, |c| {
+            c.remoting.public_port = Some(public);
+            c.cluster.shutdown_after_unsuccessful_join = None;
+        })
+        .await;
+        proxy.forward_to(listener, {
+            // the node's bound port: ask the OS through the management-free path
+            n.remoting().bound_port()
+        });
+        if seeds.is_empty() {
+            seeds.push(addr(&n));
+        }
+        proxies.insert(public, proxy);
+        nodes.push(n);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    assert!(wait_all(&refs, Duration::from_secs(15), |v| all_up(v, 5)).await);
+    let ports: Vec<u16> = nodes.iter().map(|n| addr(n).port).collect();
+    partition(&proxies, &[ports[..3].to_vec(), ports[3..].to_vec()]);
+    // the minority downs itself and shuts down
+    for n in &nodes[3..] {
+        let code = tokio::time::timeout(Duration::from_secs(15), n.terminated()).await;
+        assert_eq!(code.expect("minority node shut down"), 0);
+    }
+    // the majority removes the minority and stays Up
+    assert!(wait_all(&refs[..3], Duration::from_secs(15), |v| all_up(v, 3)).await);
+    for n in &nodes[..3] {
+        assert!(!n.coordinated_shutdown().is_terminated());
+    }
+}
