@@ -27,6 +27,21 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> shipping checks (Dockerfile, compose, Kubernetes manifests, deploy scripts)"
 scripts/check-shipping.sh
 
+# The MongoDB persistence tests need a MongoDB wire-protocol server: SecantusDB, started on a
+# free port for this run and stopped afterwards (the fault test also starts its own).
+if ! command -v secantusd-py >/dev/null 2>&1; then
+  echo "==> pip install SecantusDB (MongoDB test server)"
+  python3 -m pip install --quiet --disable-pip-version-check SecantusDB
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+if [ -z "${MONGO_CONNECTION_STR:-}" ]; then
+  echo "==> starting the MongoDB test server"
+  mongo_dir="$(mktemp -d)"
+  trap 'scripts/mongo-test-server.sh stop "$mongo_dir"' EXIT
+  MONGO_CONNECTION_STR="$(scripts/mongo-test-server.sh start "$mongo_dir")"
+  export MONGO_CONNECTION_STR
+fi
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest does not run doctests; run them first so nextest's summary closes the output
