@@ -204,7 +204,7 @@ pub enum ClusterEvent {
 }
 
 /// A point-in-time view of the membership as this node sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClusterSnapshot {
     /// This node.
     #[serde(rename = "selfNode")]
@@ -228,7 +228,7 @@ pub struct ClusterSnapshot {
 }
 
 /// One unreachable member.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UnreachableInfo {
     /// The member.
     pub node: String,
@@ -1015,12 +1015,15 @@ impl Cluster {
         };
         let c = cluster.clone();
         let _ = shutdown.add_task("cluster-leave", "leave", move |_| async move {
-            let joined_member = matches!(
-                c.state().self_status,
-                Some(MemberStatus::Joining | MemberStatus::Up)
-            );
-            if joined_member {
+            let status = c.state().self_status;
+            if matches!(status, Some(MemberStatus::Joining | MemberStatus::Up)) {
                 c.leave(c.self_node.address.clone());
+            }
+            if matches!(
+                status,
+                Some(MemberStatus::Joining | MemberStatus::Up | MemberStatus::Leaving)
+            ) {
+                // the phase timeout bounds this wait
                 c.wait_until(
                     |s| s.self_status.is_none_or(|st| st >= MemberStatus::Exiting),
                     Duration::from_secs(3600),
@@ -1030,7 +1033,10 @@ impl Cluster {
         });
         let c = cluster.clone();
         let _ = shutdown.add_task("cluster-exiting", "wait-removed", move |_| async move {
-            if c.state().self_status == Some(MemberStatus::Exiting) {
+            if matches!(
+                c.state().self_status,
+                Some(MemberStatus::Leaving | MemberStatus::Exiting)
+            ) {
                 c.wait_until(
                     |s| s.self_status.is_none_or(|st| st >= MemberStatus::Down),
                     exiting_timeout,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::address::NodeAddress;
-use crate::http_client;
+use crate::http_client::{self, percent_encode};
 
 /// Where contact points come from.
 #[derive(Clone, Debug)]
@@ -120,17 +120,6 @@ struct PodStatus {
     phase: Option<String>,
     #[serde(default)]
     pod_ip: Option<String>,
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl KubernetesDiscovery {

@@ -31,6 +31,19 @@ pub enum HttpError {
     Timeout(String),
 }
 
+/// Percent-encodes everything but unreserved characters (for a path segment or a
+/// query value).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `(authority, path-and-query)` of an `http://` URL.
 pub fn split_url(url: &str) -> Result<(String, String), HttpError> {
     let rest = url
