@@ -15,6 +15,7 @@
 //!
 //! Backends live in their own crates (`persistence-sqlite`, `persistence-mongodb`).
 
+pub mod actor;
 pub mod error;
 pub mod group_commit;
 pub mod memory;
@@ -25,6 +26,10 @@ pub mod resilience;
 pub mod tck;
 pub mod traits;
 
+pub use actor::{
+    EntityContext, EntitySettings, EntityState, PersistenceConfig, PersistenceHandle,
+    PersistentActor, PersistentBehavior,
+};
 pub use error::{PersistenceError, Result};
 pub use group_commit::{GroupCommitConfig, GroupCommitWriter};
 pub use memory::InMemoryStore;

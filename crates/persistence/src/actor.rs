@@ -1,0 +1,659 @@
+//! Persistent (event-sourced) actors on `ractor`.
+//!
+//! This module owns [`PersistentActor`], a ractor [`Actor`] that runs a user's
+//! [`PersistentBehavior`], and [`PersistenceHandle`], the shared write path (retry, circuit
+//! breaker, group commit) that all entities of a process use.
+//!
+//! - **Recovery** happens in `pre_start`, so it completes before the first command is handled:
+//!   the latest snapshot is loaded, later events are replayed page by page, and the sequence
+//!   number continues after the journal's highest (which survives deletion).
+//! - **`persist` / `persist_all`** ([`EntityContext`]) resolve only after the events are durable;
+//!   only then are they applied to the state. Commands wait meanwhile (the mailbox is not read).
+//! - **Snapshots** are taken every N events when configured, optionally deleting older snapshots
+//!   and the events they cover. A failed snapshot is logged; the entity goes on.
+//! - **Failures stop the entity with a logged reason**: a recovery failure fails the spawn, and a
+//!   persist that is rejected or fails (store unavailable after retries, bad event) stops the actor
+//!   even if the handler ignores the error, so it never goes on with a state the journal does not
+//!   have. Restarting it (a supervisor, or the next message through sharding) recovers.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::error::{PersistenceError, Result};
+use crate::group_commit::{GroupCommitConfig, GroupCommitWriter};
+use crate::repr::{
+    AtomicWrite, MAX_SEQUENCE_NR, Persistable, PersistentRepr, SnapshotData, SnapshotMetadata,
+    SnapshotSelectionCriteria,
+};
+use crate::resilience::{CircuitBreakerConfig, ResilientJournal, RetryPolicy};
+use crate::traits::{Journal, SnapshotStore};
+
+/// Settings of a [`PersistenceHandle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistenceConfig {
+    /// Retry of journal operations while the store is unavailable.
+    pub retry: RetryPolicy,
+    /// Circuit breaker in front of the journal.
+    pub breaker: CircuitBreakerConfig,
+    /// Batching of writes across entities.
+    pub group_commit: GroupCommitConfig,
+    /// Events read per replay call during recovery.
+    pub replay_page: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            retry: RetryPolicy::default(),
+            breaker: CircuitBreakerConfig::default(),
+            group_commit: GroupCommitConfig::default(),
+            replay_page: 8192,
+        }
+    }
+}
+
+/// The journal, snapshot store and group-commit writer shared by the entities of a process.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct PersistenceHandle {
+    journal: Arc<dyn Journal>,
+    snapshots: Arc<dyn SnapshotStore>,
+    writer: GroupCommitWriter,
+    replay_page: u64,
+}
+
+impl PersistenceHandle {
+    /// Wraps the journal with retry and a circuit breaker and starts the group-commit writer
+    /// (on the current tokio runtime).
+    pub fn new(
+        journal: Arc<dyn Journal>,
+        snapshots: Arc<dyn SnapshotStore>,
+        config: PersistenceConfig,
+    ) -> Self {
+        let resilient: Arc<dyn Journal> =
+            Arc::new(ResilientJournal::new(journal, config.retry, config.breaker));
+        PersistenceHandle {
+            writer: GroupCommitWriter::spawn(resilient.clone(), config.group_commit),
+            journal: resilient,
+            snapshots,
+            replay_page: config.replay_page.max(1),
+        }
+    }
+
+    /// The journal (with retry and circuit breaker).
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.journal
+    }
+
+    /// The snapshot store.
+    pub fn snapshots(&self) -> &Arc<dyn SnapshotStore> {
+        &self.snapshots
+    }
+
+    /// The group-commit writer.
+    pub fn writer(&self) -> &GroupCommitWriter {
+        &self.writer
+    }
+}
+
+/// Snapshot policy of an entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EntitySettings {
+    /// Take a snapshot each time the sequence number passes a multiple of this (None = never).
+    pub snapshot_every: Option<u64>,
+    /// After a snapshot, delete the events it covers.
+    pub delete_events_on_snapshot: bool,
+    /// After a snapshot, delete older snapshots.
+    pub delete_older_snapshots: bool,
+}
+
+/// What an event-sourced entity does: its events, state, and command handling.
+pub trait PersistentBehavior: Send + Sync + Sized + 'static {
+    /// Commands the entity accepts (its actor message type).
+    type Command: ractor::Message;
+    /// Events it persists.
+    type Event: Persistable;
+    /// Its state; also its snapshot type.
+    type State: Persistable;
+
+    /// The state before any event.
+    fn initial_state(&self) -> Self::State;
+
+    /// Applies one event to the state (during recovery and after each successful persist).
+    fn apply_event(&self, state: &mut Self::State, event: &Self::Event);
+
+    /// Handles one command. Call [`EntityContext::persist`] to store events; reply after it
+    /// returns. Returning an error stops the entity (ractor's failure path).
+    fn handle_command(
+        &self,
+        ctx: &mut EntityContext<'_, Self>,
+        command: Self::Command,
+    ) -> impl Future<Output = std::result::Result<(), ActorProcessingErr>> + Send;
+
+    /// Called once recovery has finished, before the first command.
+    fn on_recovery_completed(
+        &self,
+        _persistence_id: &str,
+        _state: &Self::State,
+        _last_sequence_nr: u64,
+    ) {
+    }
+}
+
+/// The ractor actor running a [`PersistentBehavior`] for one persistence id.
+pub struct PersistentActor<B: PersistentBehavior> {
+    behavior: B,
+    persistence_id: String,
+    persistence: PersistenceHandle,
+    settings: EntitySettings,
+}
+
+impl<B: PersistentBehavior> PersistentActor<B> {
+    /// An actor for `persistence_id`; spawn it with `Actor::spawn(name, actor, ())`.
+    pub fn new(
+        behavior: B,
+        persistence_id: impl Into<String>,
+        persistence: PersistenceHandle,
+        settings: EntitySettings,
+    ) -> Self {
+        PersistentActor {
+            behavior,
+            persistence_id: persistence_id.into(),
+            persistence,
+            settings,
+        }
+    }
+
+    async fn recover(&self) -> Result<EntityState<B>> {
+        let pid = &self.persistence_id;
+        if pid.is_empty() {
+            return Err(PersistenceError::InvalidInput(
+                "persistence id must not be empty".into(),
+            ));
+        }
+        let mut state = self.behavior.initial_state();
+        let mut last = 0u64;
+        if let Some(snap) = self
+            .persistence
+            .snapshots
+            .load_snapshot(pid, SnapshotSelectionCriteria::latest())
+            .await?
+        {
+            state = snap.data.decode::<B::State>().map_err(|e| {
+                PersistenceError::Serialization(format!(
+                    "snapshot at sequence nr {} cannot be decoded: {e}",
+                    snap.metadata.sequence_nr
+                ))
+            })?;
+            last = snap.metadata.sequence_nr;
+        }
+        let snapshot_nr = last;
+        let page = self.persistence.replay_page;
+        loop {
+            let events = self
+                .persistence
+                .journal
+                .replay_messages(pid, last + 1, MAX_SEQUENCE_NR, page)
+                .await?;
+            for r in &events {
+                if r.sequence_nr <= last {
+                    return Err(PersistenceError::Corrupt(format!(
+                        "replay returned sequence nr {} after {last}",
+                        r.sequence_nr
+                    )));
+                }
+                let event = r.decode::<B::Event>().map_err(|e| {
+                    PersistenceError::Serialization(format!(
+                        "event at sequence nr {} cannot be decoded: {e}",
+                        r.sequence_nr
+                    ))
+                })?;
+                self.behavior.apply_event(&mut state, &event);
+                last = r.sequence_nr;
+            }
+            if (events.len() as u64) < page {
+                break;
+            }
+        }
+        let highest = self
+            .persistence
+            .journal
+            .highest_sequence_nr(pid, last)
+            .await?;
+        let last = last.max(highest);
+        self.behavior.on_recovery_completed(pid, &state, last);
+        Ok(EntityState {
+            state,
+            last_sequence_nr: last,
+            last_snapshot_nr: snapshot_nr,
+            writer_uuid: uuid::Uuid::new_v4().to_string(),
+        })
+    }
+}
+
+/// The runtime state of a [`PersistentActor`].
+pub struct EntityState<B: PersistentBehavior> {
+    state: B::State,
+    last_sequence_nr: u64,
+    last_snapshot_nr: u64,
+    writer_uuid: String,
+}
+
+/// What a command handler sees: the state, and the way to persist events.
+pub struct EntityContext<'a, B: PersistentBehavior> {
+    actor: &'a PersistentActor<B>,
+    entity: &'a mut EntityState<B>,
+    myself: ActorRef<B::Command>,
+    failure: Option<String>,
+}
+
+impl<B: PersistentBehavior> EntityContext<'_, B> {
+    /// The current state.
+    pub fn state(&self) -> &B::State {
+        &self.entity.state
+    }
+
+    /// The entity's persistence id.
+    pub fn persistence_id(&self) -> &str {
+        &self.actor.persistence_id
+    }
+
+    /// The sequence number of the last persisted event.
+    pub fn last_sequence_nr(&self) -> u64 {
+        self.entity.last_sequence_nr
+    }
+
+    /// This actor.
+    pub fn myself(&self) -> &ActorRef<B::Command> {
+        &self.myself
+    }
+
+    /// Persists one event; see [`EntityContext::persist_all`].
+    pub async fn persist(&mut self, event: B::Event) -> Result<()> {
+        self.persist_all(vec![event]).await
+    }
+
+    /// Persists events atomically and, once they are durable, applies them to the state.
+    /// On any failure nothing is applied, the error is returned, and the entity stops after this
+    /// command (it must not go on with a state the journal may not have).
+    pub async fn persist_all(&mut self, events: Vec<B::Event>) -> Result<()> {
+        if let Some(f) = &self.failure {
+            return Err(PersistenceError::Backend(format!(
+                "entity is stopping after: {f}"
+            )));
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let base = self.entity.last_sequence_nr;
+        let pid = &self.actor.persistence_id;
+        let write = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                PersistentRepr::from_event(
+                    pid.clone(),
+                    base + 1 + i as u64,
+                    e,
+                    &self.entity.writer_uuid,
+                )
+            })
+            .collect::<Result<Vec<_>>>()
+            .and_then(AtomicWrite::new);
+        let result = match write {
+            Ok(w) => self.actor.persistence.writer.write(w).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            self.failure = Some(format!(
+                "persist of {} event(s) at sequence nr {} failed: {e}",
+                events.len(),
+                base + 1
+            ));
+            return Err(e);
+        }
+        for e in &events {
+            self.actor.behavior.apply_event(&mut self.entity.state, e);
+        }
+        self.entity.last_sequence_nr = base + events.len() as u64;
+        self.maybe_snapshot(base).await;
+        Ok(())
+    }
+
+    async fn maybe_snapshot(&mut self, before: u64) {
+        let Some(every) = self.actor.settings.snapshot_every.filter(|n| *n > 0) else {
+            return;
+        };
+        let now = self.entity.last_sequence_nr;
+        if now / every == before / every {
+            return;
+        }
+        let pid = &self.actor.persistence_id;
+        let p = &self.actor.persistence;
+        let saved = match SnapshotData::from_state(&self.entity.state) {
+            Ok(data) => {
+                p.snapshots
+                    .save_snapshot(SnapshotMetadata::new(pid.clone(), now), data)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
+            tracing::warn!(persistence_id = %pid, sequence_nr = now, error = %e, "snapshot failed; continuing without it");
+            return;
+        }
+        self.entity.last_snapshot_nr = now;
+        if self.actor.settings.delete_older_snapshots
+            && let Err(e) = p
+                .snapshots
+                .delete_snapshots(pid, SnapshotSelectionCriteria::max_sequence_nr(now - 1))
+                .await
+        {
+            tracing::warn!(persistence_id = %pid, error = %e, "deleting older snapshots failed");
+        }
+        if self.actor.settings.delete_events_on_snapshot
+            && let Err(e) = p.journal.delete_messages_to(pid, now).await
+        {
+            tracing::warn!(persistence_id = %pid, error = %e, "deleting events covered by a snapshot failed");
+        }
+    }
+}
+
+impl<B: PersistentBehavior> Actor for PersistentActor<B> {
+    type Msg = B::Command;
+    type State = EntityState<B>;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> std::result::Result<Self::State, ActorProcessingErr> {
+        match self.recover().await {
+            Ok(s) => {
+                tracing::debug!(persistence_id = %self.persistence_id, last_sequence_nr = s.last_sequence_nr, "recovered");
+                Ok(s)
+            }
+            Err(e) => {
+                tracing::error!(persistence_id = %self.persistence_id, error = %e, "recovery failed; the entity does not start");
+                Err(Box::new(PersistenceError::Backend(format!(
+                    "recovery of '{}' failed: {e}",
+                    self.persistence_id
+                ))))
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        let mut ctx = EntityContext {
+            actor: self,
+            entity: state,
+            myself: myself.clone(),
+            failure: None,
+        };
+        let result = self.behavior.handle_command(&mut ctx, message).await;
+        if let Some(reason) = ctx.failure.take() {
+            tracing::error!(persistence_id = %self.persistence_id, %reason, "stopping entity");
+            myself.stop(Some(reason));
+            return Ok(());
+        }
+        result
+    }
+}
+
+impl<B: PersistentBehavior> EntityState<B> {
+    /// The current state.
+    pub fn state(&self) -> &B::State {
+        &self.state
+    }
+
+    /// The sequence number of the last persisted event.
+    pub fn last_sequence_nr(&self) -> u64 {
+        self.last_sequence_nr
+    }
+
+    /// The sequence number of the last snapshot taken or recovered (0 if none).
+    pub fn last_snapshot_nr(&self) -> u64 {
+        self.last_snapshot_nr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::InMemoryStore;
+    use crate::repr::Payload;
+    use ractor::RpcReplyPort;
+    use serde::{Deserialize, Serialize};
+    use std::time::Duration;
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    struct Added {
+        n: i64,
+    }
+    impl Persistable for Added {
+        const MANIFEST: &'static str = "Added";
+        fn tags(&self) -> Vec<String> {
+            vec!["counter".into()]
+        }
+    }
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+    struct Total {
+        sum: i64,
+        count: u64,
+    }
+    impl Persistable for Total {
+        const MANIFEST: &'static str = "Total";
+    }
+
+    enum Cmd {
+        Add(Vec<i64>, RpcReplyPort<std::result::Result<i64, String>>),
+        Get(RpcReplyPort<(i64, u64)>),
+    }
+
+    struct Counter;
+
+    impl PersistentBehavior for Counter {
+        type Command = Cmd;
+        type Event = Added;
+        type State = Total;
+
+        fn initial_state(&self) -> Total {
+            Total::default()
+        }
+
+        fn apply_event(&self, state: &mut Total, e: &Added) {
+            state.sum += e.n;
+            state.count += 1;
+        }
+
+        async fn handle_command(
+            &self,
+            ctx: &mut EntityContext<'_, Self>,
+            command: Cmd,
+        ) -> std::result::Result<(), ActorProcessingErr> {
+            match command {
+                Cmd::Add(ns, reply) => {
+                    // The handler ignores the persist error on purpose: the entity must stop anyway.
+                    let r = ctx
+                        .persist_all(ns.into_iter().map(|n| Added { n }).collect())
+                        .await;
+                    let _ = reply.send(r.map(|_| ctx.state().sum).map_err(|e| e.to_string()));
+                }
+                Cmd::Get(reply) => {
+                    let _ = reply.send((ctx.state().sum, ctx.last_sequence_nr()));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn handle(store: &InMemoryStore) -> PersistenceHandle {
+        let s = Arc::new(store.clone());
+        PersistenceHandle::new(
+            s.clone(),
+            s,
+            PersistenceConfig {
+                retry: RetryPolicy {
+                    max_retries: 1,
+                    initial_backoff: Duration::from_millis(1),
+                    max_backoff: Duration::from_millis(1),
+                },
+                replay_page: 4,
+                ..Default::default()
+            },
+        )
+    }
+
+    async fn spawn(
+        store: &InMemoryStore,
+        settings: EntitySettings,
+    ) -> std::result::Result<(ActorRef<Cmd>, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
+        Actor::spawn(
+            None,
+            PersistentActor::new(Counter, "counter-1", handle(store), settings),
+            (),
+        )
+        .await
+    }
+
+    async fn add(a: &ActorRef<Cmd>, ns: Vec<i64>) -> std::result::Result<i64, String> {
+        ractor::call!(a, Cmd::Add, ns).expect("actor answers")
+    }
+
+    #[tokio::test]
+    async fn recovers_state_and_sequence_nr_before_the_first_command() {
+        let store = InMemoryStore::new();
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        for i in 1..=10 {
+            add(&a, vec![i]).await.unwrap();
+        }
+        assert_eq!(add(&a, vec![100, 200]).await.unwrap(), 355);
+        a.stop(None);
+        h.await.unwrap();
+        // Replay pages of 4 events; 12 events in all.
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (355, 12));
+        assert_eq!(add(&a, vec![1]).await.unwrap(), 356);
+        let stored = store.replay_messages("counter-1", 13, 13, 1).await.unwrap();
+        assert_eq!(stored[0].tags, vec!["counter".to_string()]);
+        a.stop(None);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn snapshots_every_n_events_and_deletes_what_they_cover() {
+        let store = InMemoryStore::new();
+        let settings = EntitySettings {
+            snapshot_every: Some(3),
+            delete_events_on_snapshot: true,
+            delete_older_snapshots: true,
+        };
+        let (a, h) = spawn(&store, settings).await.unwrap();
+        for i in 1..=10 {
+            add(&a, vec![i]).await.unwrap();
+        }
+        a.stop(None);
+        h.await.unwrap();
+        let snap = store
+            .load_snapshot("counter-1", SnapshotSelectionCriteria::latest())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(snap.metadata.sequence_nr, 9);
+        assert_eq!(
+            snap.data.decode::<Total>().unwrap(),
+            Total { sum: 45, count: 9 }
+        );
+        let older = SnapshotSelectionCriteria::max_sequence_nr(8);
+        assert!(
+            store
+                .load_snapshot("counter-1", older)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let events = store
+            .replay_messages("counter-1", 1, u64::MAX, u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.sequence_nr).collect::<Vec<_>>(),
+            vec![10]
+        );
+        let (a, h) = spawn(&store, settings).await.unwrap();
+        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (55, 10));
+        a.stop(None);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rejected_write_stops_the_entity() {
+        let store = InMemoryStore::new();
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        add(&a, vec![1]).await.unwrap();
+        // Another writer takes sequence nr 2 behind the entity's back.
+        let other =
+            PersistentRepr::from_event("counter-1", 2, &Added { n: 1000 }, "intruder").unwrap();
+        store
+            .write_messages(vec![AtomicWrite::new(vec![other]).unwrap()])
+            .await
+            .unwrap();
+        let err = add(&a, vec![5]).await.unwrap_err();
+        assert!(err.contains("rejected"), "{err}");
+        tokio::time::timeout(Duration::from_secs(5), h)
+            .await
+            .expect("entity stopped")
+            .unwrap();
+        // The state did not take the failed event; a restart recovers the journal's truth.
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (1001, 2));
+        a.stop(None);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_store_stops_the_entity_and_nothing_acknowledged_is_lost() {
+        let store = InMemoryStore::new();
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        add(&a, vec![7]).await.unwrap();
+        store.set_unavailable(true);
+        let err = add(&a, vec![8]).await.unwrap_err();
+        assert!(err.contains("unavailable"), "{err}");
+        tokio::time::timeout(Duration::from_secs(5), h)
+            .await
+            .expect("entity stopped")
+            .unwrap();
+        // While the store is down the entity cannot even start.
+        assert!(spawn(&store, EntitySettings::default()).await.is_err());
+        store.set_unavailable(false);
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (7, 1));
+        a.stop(None);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_event_fails_recovery_with_the_reason() {
+        let store = InMemoryStore::new();
+        let mut bad = PersistentRepr::from_event("counter-1", 1, &Added { n: 1 }, "w").unwrap();
+        bad.payload = Payload::from_json("{\"n\":\"not a number\"}").unwrap();
+        store
+            .write_messages(vec![AtomicWrite::new(vec![bad]).unwrap()])
+            .await
+            .unwrap();
+        let Err(err) = spawn(&store, EntitySettings::default()).await else {
+            panic!("spawn must fail");
+        };
+        let text = format!("{err:?}");
+        assert!(text.contains("sequence nr 1 cannot be decoded"), "{text}");
+    }
+}
