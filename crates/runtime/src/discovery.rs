@@ -118,7 +118,7 @@ struct ContainerPort {
 struct PodStatus {
     #[serde(default)]
     phase: Option<String>,
-    #[serde(default)]
+    #[serde(default, rename = "podIP")]
     pod_ip: Option<String>,
 }
 
@@ -146,7 +146,13 @@ impl KubernetesDiscovery {
                 body.chars().take(200).collect::<String>()
             )));
         }
-        let list: PodList = serde_json::from_str(&body)
+        self.addresses(&body)
+    }
+
+    /// Contact points in a pods-list answer: running pods with an IP that are not
+    /// being deleted, at the named container port (or the default port), sorted.
+    pub fn addresses(&self, body: &str) -> Result<Vec<NodeAddress>, DiscoveryError> {
+        let list: PodList = serde_json::from_str(body)
             .map_err(|e| DiscoveryError::Api(format!("unexpected pod list: {e}")))?;
         let mut out: Vec<NodeAddress> = list
             .items
@@ -264,6 +270,37 @@ mod tests {
         };
         let v = d.contact_points().await.unwrap();
         assert!(v.iter().any(|a| a.port == 4053));
+    }
+
+    #[test]
+    fn pod_list_in_the_api_shape() {
+        let k = KubernetesDiscovery {
+            api_url: "http://x".into(),
+            namespace: "ns".into(),
+            label_selector: "app=lighthouse".into(),
+            token: None,
+            port_name: Some("remoting".into()),
+            default_port: 4053,
+            system: "S".into(),
+            required_contact_points: 2,
+        };
+        let body = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"9"},"items":[
+          {"metadata":{"name":"b"},"spec":{"containers":[{"ports":[{"name":"remoting","containerPort":5000}]}]},
+           "status":{"phase":"Running","podIP":"10.0.0.2"}},
+          {"metadata":{"name":"a"},"spec":{"containers":[{"ports":[{"containerPort":80}]}]},
+           "status":{"phase":"Running","podIP":"10.0.0.1"}},
+          {"metadata":{"name":"c","deletionTimestamp":"2024-01-01T00:00:00Z"},"spec":{"containers":[]},
+           "status":{"phase":"Running","podIP":"10.0.0.3"}},
+          {"metadata":{"name":"d"},"spec":{"containers":[]},"status":{"phase":"Pending"}}]}"#;
+        let got = k.addresses(body).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                NodeAddress::new("S", "10.0.0.1", 4053),
+                NodeAddress::new("S", "10.0.0.2", 5000)
+            ]
+        );
+        assert!(k.addresses("{\"items\": 3}").is_err());
     }
 
     #[test]
