@@ -4,11 +4,15 @@
 //! - [`singleton`]: one instance of an actor cluster-wide (per role) on the oldest member,
 //!   handed over on graceful leave and restarted on the next oldest after a crash, plus a
 //!   proxy that routes to the current instance and buffers while there is none.
+//! - [`pubsub`]: a distributed publish-subscribe mediator per node; a publish crosses the
+//!   wire once per node that has subscribers of the topic.
 //!
 //! Nothing here knows about trading; topics, services and singletons are named by the
 //! code that uses them.
 
+pub mod pubsub;
 pub mod singleton;
 mod view;
 
+pub use pubsub::{Delivery, DistributedPubSub, PubSubSettings, SubscriberId};
 pub use singleton::{ClusterSingletonManager, ProxySettings, SingletonProxy, SingletonSettings};
