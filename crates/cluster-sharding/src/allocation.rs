@@ -1,0 +1,873 @@
+//! The coordinator's decisions, as a pure state machine: which region hosts which
+//! shard, least-shard allocation, bounded rebalancing, the hand-off protocol, and the
+//! recovery of the allocation from the regions. No I/O: every input returns the
+//! messages to send ([`Out`]), which the coordinator actor puts on the wire.
+//!
+//! State is not persisted; a coordinator rebuilds it from the regions. On start it is
+//! *recovering*: regions register with the shards they host, and nothing is allocated
+//! until every member with the role that is Joining, Up or Leaving has registered (or
+//! is Down/Removed). So a shard that some live region still hosts is always known
+//! before anything could be allocated twice. A shard is allocated to a region only by
+//! a `HostShard` after the shard was unallocated, and a shard leaves its home only via
+//! the hand-off (the home stops its entities and reports `ShardStopped`) or because
+//! the home's member was downed/removed.
+//!
+//! Hand-off: `BeginHandOff` to every registered region (they stop routing and buffer),
+//! once all acknowledged `HandOff` to the home, which stops the entities and answers
+//! `ShardStopped`; then the shard is allocated anew (`HostShard`, then `ShardHome` to
+//! all regions once the new home answers `ShardStarted`), and regions flush their
+//! buffers in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use runtime::NodeAddress;
+use tracing::{error, info, warn};
+
+use crate::hash::ShardId;
+use crate::membership::{MemberStatus, Membership};
+use crate::protocol::{CoordinatorWire, RegionWire};
+
+/// A message for the region on a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Out(pub NodeAddress, pub RegionWire<()>);
+
+/// Limits of the coordinator's decisions.
+#[derive(Clone, Debug)]
+pub struct AllocationSettings {
+    /// Role of the hosting nodes.
+    pub role: Option<String>,
+    /// Rebalance while max - min load exceeds this.
+    pub rebalance_threshold: usize,
+    /// Hand-offs in flight per rebalance round, at most.
+    pub rebalance_max_per_round: usize,
+    /// Abandon a rebalance not acknowledged by all regions within this.
+    pub handoff_timeout: Duration,
+    /// Re-send unanswered protocol messages after this.
+    pub retry_interval: Duration,
+}
+
+#[derive(Debug, Default)]
+struct RegionEntry {
+    proxy: bool,
+    leaving: bool,
+    shards: BTreeSet<ShardId>,
+}
+
+#[derive(Debug)]
+struct HandOff {
+    from: NodeAddress,
+    to: Option<NodeAddress>,
+    pending_acks: BTreeSet<NodeAddress>,
+    stop_sent: bool,
+    started: Instant,
+}
+
+/// The coordinator's state.
+#[derive(Debug)]
+pub struct CoordinatorState {
+    cfg: AllocationSettings,
+    members: Membership,
+    regions: BTreeMap<NodeAddress, RegionEntry>,
+    homes: BTreeMap<ShardId, NodeAddress>,
+    starting: BTreeMap<ShardId, Instant>,
+    handoffs: BTreeMap<ShardId, HandOff>,
+    remembered: BTreeMap<ShardId, BTreeSet<String>>,
+    realloc: BTreeSet<ShardId>,
+    active: bool,
+}
+
+impl CoordinatorState {
+    /// A recovering coordinator.
+    pub fn new(cfg: AllocationSettings, members: Membership) -> Self {
+        Self {
+            cfg,
+            members,
+            regions: BTreeMap::new(),
+            homes: BTreeMap::new(),
+            starting: BTreeMap::new(),
+            handoffs: BTreeMap::new(),
+            remembered: BTreeMap::new(),
+            realloc: BTreeSet::new(),
+            active: false,
+        }
+    }
+
+    /// True once every live region registered; only then shards are allocated.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Current home of each allocated shard.
+    pub fn homes(&self) -> &BTreeMap<ShardId, NodeAddress> {
+        &self.homes
+    }
+
+    /// Shards per hosting region (registered, not proxy).
+    pub fn shard_counts(&self) -> BTreeMap<NodeAddress, usize> {
+        self.regions
+            .iter()
+            .filter(|(_, r)| !r.proxy)
+            .map(|(a, r)| (a.clone(), r.shards.len()))
+            .collect()
+    }
+
+    /// Shards in hand-off now.
+    pub fn handoffs_in_flight(&self) -> usize {
+        self.handoffs.len()
+    }
+
+    fn eligible(&self, a: &NodeAddress) -> bool {
+        self.regions.get(a).is_some_and(|r| !r.proxy && !r.leaving)
+            && self
+                .members
+                .member(a)
+                .is_some_and(|m| m.status == MemberStatus::Up)
+    }
+
+    fn load(&self, a: &NodeAddress) -> usize {
+        let own = self.regions.get(a).map_or(0, |r| r.shards.len());
+        let out = self.handoffs.values().filter(|h| &h.from == a).count();
+        let inc = self
+            .handoffs
+            .values()
+            .filter(|h| h.to.as_ref() == Some(a))
+            .count();
+        own + inc - out.min(own + inc)
+    }
+
+    fn least_loaded(&self) -> Option<NodeAddress> {
+        self.regions
+            .keys()
+            .filter(|a| self.eligible(a))
+            .min_by_key(|a| (self.load(a), (*a).clone()))
+            .cloned()
+    }
+
+    fn broadcast(&self, msg: RegionWire<()>) -> Vec<Out> {
+        self.regions
+            .keys()
+            .filter(|a| self.members.is_alive(a))
+            .map(|a| Out(a.clone(), msg.clone()))
+            .collect()
+    }
+
+    fn allocate(&mut self, shard: ShardId, target: NodeAddress, now: Instant) -> Vec<Out> {
+        self.homes.insert(shard, target.clone());
+        self.regions
+            .entry(target.clone())
+            .or_default()
+            .shards
+            .insert(shard);
+        self.starting.insert(shard, now);
+        self.realloc.remove(&shard);
+        let entities = self
+            .remembered
+            .get(&shard)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        vec![Out(target, RegionWire::HostShard { shard, entities })]
+    }
+
+    fn check_active(&mut self, now: Instant) -> Vec<Out> {
+        if !self.active {
+            let role = self.cfg.role.as_deref();
+            let missing: Vec<&NodeAddress> = self
+                .members
+                .active_with_role(role)
+                .map(|m| &m.address)
+                .filter(|a| !self.regions.contains_key(*a))
+                .collect();
+            if !missing.is_empty() {
+                return Vec::new();
+            }
+            info!(
+                regions = self.regions.len(),
+                shards = self.homes.len(),
+                "shard coordinator active"
+            );
+            self.active = true;
+        }
+        let mut out = Vec::new();
+        let pending: Vec<ShardId> = self.realloc.iter().copied().collect();
+        for s in pending {
+            if self.homes.contains_key(&s) || self.handoffs.contains_key(&s) {
+                self.realloc.remove(&s);
+                continue;
+            }
+            match self.least_loaded() {
+                Some(t) => out.extend(self.allocate(s, t, now)),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// A new membership view: regions of Down/Removed members are dropped and their
+    /// shards re-allocated.
+    pub fn on_members(&mut self, members: Membership, now: Instant) -> Vec<Out> {
+        self.members = members;
+        let gone: Vec<NodeAddress> = self
+            .regions
+            .keys()
+            .filter(|a| !self.members.is_alive(a))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for g in gone {
+            out.extend(self.region_gone(&g, now));
+        }
+        out.extend(self.check_active(now));
+        out
+    }
+
+    fn region_gone(&mut self, node: &NodeAddress, now: Instant) -> Vec<Out> {
+        let Some(entry) = self.regions.remove(node) else {
+            return Vec::new();
+        };
+        if !entry.shards.is_empty() {
+            warn!(region = %node, shards = entry.shards.len(), "region gone; re-allocating its shards");
+        }
+        for s in &entry.shards {
+            if self.homes.get(s) == Some(node) {
+                self.homes.remove(s);
+                self.starting.remove(s);
+                self.realloc.insert(*s);
+            }
+        }
+        let mut out = Vec::new();
+        let shards: Vec<ShardId> = self.handoffs.keys().copied().collect();
+        for s in shards {
+            let h = self.handoffs.get_mut(&s).expect("present");
+            h.pending_acks.remove(node);
+            if h.to.as_ref() == Some(node) {
+                h.to = None;
+            }
+            if &h.from == node {
+                out.extend(self.complete_handoff(s, Vec::new(), now));
+            } else {
+                out.extend(self.maybe_send_stop(s));
+            }
+        }
+        out
+    }
+
+    fn maybe_send_stop(&mut self, shard: ShardId) -> Vec<Out> {
+        match self.handoffs.get_mut(&shard) {
+            Some(h) if h.pending_acks.is_empty() && !h.stop_sent => {
+                h.stop_sent = true;
+                vec![Out(h.from.clone(), RegionWire::HandOff { shard })]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn start_handoff(
+        &mut self,
+        shard: ShardId,
+        from: NodeAddress,
+        to: Option<NodeAddress>,
+        now: Instant,
+    ) -> Vec<Out> {
+        self.starting.remove(&shard);
+        let pending: BTreeSet<NodeAddress> = self
+            .regions
+            .keys()
+            .filter(|a| self.members.is_alive(a))
+            .cloned()
+            .collect();
+        self.handoffs.insert(
+            shard,
+            HandOff {
+                from,
+                to,
+                pending_acks: pending.clone(),
+                stop_sent: false,
+                started: now,
+            },
+        );
+        let mut out: Vec<Out> = pending
+            .into_iter()
+            .map(|a| Out(a, RegionWire::BeginHandOff { shard }))
+            .collect();
+        out.extend(self.maybe_send_stop(shard));
+        out
+    }
+
+    fn complete_handoff(
+        &mut self,
+        shard: ShardId,
+        entities: Vec<String>,
+        now: Instant,
+    ) -> Vec<Out> {
+        let Some(h) = self.handoffs.remove(&shard) else {
+            return Vec::new();
+        };
+        if self.homes.get(&shard) == Some(&h.from) {
+            self.homes.remove(&shard);
+        }
+        if let Some(r) = self.regions.get_mut(&h.from) {
+            r.shards.remove(&shard);
+        }
+        if !entities.is_empty() {
+            self.remembered.entry(shard).or_default().extend(entities);
+        }
+        let target =
+            h.to.filter(|t| self.eligible(t))
+                .or_else(|| self.least_loaded());
+        match target {
+            Some(t) if self.active => self.allocate(shard, t, now),
+            _ => {
+                self.realloc.insert(shard);
+                Vec::new()
+            }
+        }
+    }
+
+    /// A message from a region.
+    pub fn on_wire(&mut self, msg: CoordinatorWire, now: Instant) -> Vec<Out> {
+        match msg {
+            CoordinatorWire::Register {
+                region,
+                proxy,
+                leaving,
+                shards,
+            } => {
+                let mut out = Vec::new();
+                {
+                    let e = self.regions.entry(region.clone()).or_default();
+                    e.proxy = proxy;
+                    e.leaving |= leaving;
+                }
+                for (s, ents) in shards {
+                    if !ents.is_empty() {
+                        self.remembered.entry(s).or_default().extend(ents);
+                    }
+                    match self.homes.get(&s) {
+                        None if !self.handoffs.contains_key(&s) => {
+                            self.homes.insert(s, region.clone());
+                            self.realloc.remove(&s);
+                            self.regions
+                                .get_mut(&region)
+                                .expect("inserted")
+                                .shards
+                                .insert(s);
+                        }
+                        None => {}
+                        Some(h) if h == &region => {}
+                        Some(h) => {
+                            error!(shard = s, home = %h, duplicate = %region,
+                                "region reports a shard allocated elsewhere; asking it to stop the shard");
+                            out.push(Out(region.clone(), RegionWire::HandOff { shard: s }));
+                        }
+                    }
+                }
+                let homes = self
+                    .homes
+                    .iter()
+                    .filter(|(s, _)| {
+                        !self.starting.contains_key(s) && !self.handoffs.contains_key(s)
+                    })
+                    .map(|(s, a)| (*s, a.clone()))
+                    .collect();
+                out.push(Out(region, RegionWire::RegisterAck { homes }));
+                out.extend(self.check_active(now));
+                out
+            }
+            CoordinatorWire::GetShardHome { region, shard } => {
+                if self.handoffs.contains_key(&shard) {
+                    return Vec::new();
+                }
+                match self.homes.get(&shard) {
+                    Some(_) if self.starting.contains_key(&shard) => Vec::new(),
+                    Some(h) => vec![Out(
+                        region,
+                        RegionWire::ShardHome {
+                            shard,
+                            home: h.clone(),
+                        },
+                    )],
+                    None if self.active => match self.least_loaded() {
+                        Some(t) => self.allocate(shard, t, now),
+                        None => Vec::new(),
+                    },
+                    None => Vec::new(),
+                }
+            }
+            CoordinatorWire::ShardStarted { region, shard } => {
+                if self.homes.get(&shard) == Some(&region) && self.starting.remove(&shard).is_some()
+                {
+                    self.broadcast(RegionWire::ShardHome {
+                        shard,
+                        home: region,
+                    })
+                } else {
+                    Vec::new()
+                }
+            }
+            CoordinatorWire::BeginHandOffAck { region, shard } => {
+                if let Some(h) = self.handoffs.get_mut(&shard) {
+                    h.pending_acks.remove(&region);
+                }
+                self.maybe_send_stop(shard)
+            }
+            CoordinatorWire::ShardStopped {
+                region,
+                shard,
+                entities,
+            } => {
+                if self.handoffs.get(&shard).is_some_and(|h| h.from == region) {
+                    self.complete_handoff(shard, entities, now)
+                } else {
+                    Vec::new()
+                }
+            }
+            CoordinatorWire::EntitiesStarted { entities, .. } => {
+                for (s, ids) in entities {
+                    self.remembered.entry(s).or_default().extend(ids);
+                }
+                Vec::new()
+            }
+            CoordinatorWire::GracefulShutdown { region } => {
+                self.regions.entry(region.clone()).or_default().leaving = true;
+                let shards: Vec<ShardId> = self.regions[&region]
+                    .shards
+                    .iter()
+                    .copied()
+                    .filter(|s| !self.handoffs.contains_key(s))
+                    .collect();
+                info!(region = %region, shards = shards.len(), "graceful shutdown of a region: handing off its shards");
+                let mut out = Vec::new();
+                for s in shards {
+                    let to = self.least_loaded();
+                    out.extend(self.start_handoff(s, region.clone(), to, now));
+                }
+                out.push(Out(region, RegionWire::GracefulShutdownAck));
+                out
+            }
+        }
+    }
+
+    /// Housekeeping: re-sends, hand-off timeouts, pending re-allocations, and (when
+    /// `rebalance` is set) one bounded rebalance round.
+    pub fn on_tick(&mut self, now: Instant, rebalance: bool) -> Vec<Out> {
+        let mut out = Vec::new();
+        let expired: Vec<ShardId> = self
+            .handoffs
+            .iter()
+            .filter(|(_, h)| {
+                !h.stop_sent && now.duration_since(h.started) > self.cfg.handoff_timeout
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for s in expired {
+            let h = self.handoffs.remove(&s).expect("present");
+            warn!(shard = s, from = %h.from, waiting_for = ?h.pending_acks, "hand-off not acknowledged in time; abandoned");
+            out.extend(self.broadcast(RegionWire::ShardHome {
+                shard: s,
+                home: h.from,
+            }));
+        }
+        for (s, h) in &self.handoffs {
+            if now.duration_since(h.started) < self.cfg.retry_interval {
+                continue;
+            }
+            if h.stop_sent {
+                out.push(Out(h.from.clone(), RegionWire::HandOff { shard: *s }));
+            } else {
+                for a in &h.pending_acks {
+                    out.push(Out(a.clone(), RegionWire::BeginHandOff { shard: *s }));
+                }
+            }
+        }
+        let retry = self.cfg.retry_interval;
+        let resend: Vec<(ShardId, NodeAddress)> = self
+            .starting
+            .iter_mut()
+            .filter(|(_, t)| now.duration_since(**t) >= retry)
+            .filter_map(|(s, t)| {
+                *t = now;
+                self.homes.get(s).map(|h| (*s, h.clone()))
+            })
+            .collect();
+        for (s, h) in resend {
+            let entities = self
+                .remembered
+                .get(&s)
+                .map(|e| e.iter().cloned().collect())
+                .unwrap_or_default();
+            out.push(Out(h, RegionWire::HostShard { shard: s, entities }));
+        }
+        out.extend(self.check_active(now));
+        if rebalance && self.active {
+            out.extend(self.rebalance(now));
+        }
+        out
+    }
+
+    fn rebalance(&mut self, now: Instant) -> Vec<Out> {
+        let eligible: Vec<NodeAddress> = self
+            .regions
+            .keys()
+            .filter(|a| self.eligible(a))
+            .cloned()
+            .collect();
+        if eligible.len() < 2 {
+            return Vec::new();
+        }
+        let budget = self
+            .cfg
+            .rebalance_max_per_round
+            .saturating_sub(self.handoffs.len());
+        let mut out = Vec::new();
+        for _ in 0..budget {
+            let most = eligible
+                .iter()
+                .max_by_key(|a| (self.load(a), std::cmp::Reverse((*a).clone())))
+                .expect("non-empty")
+                .clone();
+            let least = eligible
+                .iter()
+                .min_by_key(|a| (self.load(a), (*a).clone()))
+                .expect("non-empty")
+                .clone();
+            if self.load(&most) <= self.load(&least) + self.cfg.rebalance_threshold {
+                break;
+            }
+            let candidate = self.regions[&most]
+                .shards
+                .iter()
+                .rev()
+                .copied()
+                .find(|s| !self.handoffs.contains_key(s) && !self.starting.contains_key(s));
+            let Some(shard) = candidate else { break };
+            info!(shard, from = %most, to = %least, "rebalancing shard");
+            out.extend(self.start_handoff(shard, most, Some(least), now));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::MemberView;
+
+    fn addr(p: u16) -> NodeAddress {
+        NodeAddress::new("S", "127.0.0.1", p)
+    }
+
+    fn members(ports: &[(u16, MemberStatus)]) -> Membership {
+        Membership {
+            members: ports
+                .iter()
+                .enumerate()
+                .map(|(i, (p, st))| MemberView {
+                    address: addr(*p),
+                    status: *st,
+                    roles: ["r".to_string()].into(),
+                    up_number: i as u64 + 1,
+                })
+                .collect(),
+        }
+    }
+
+    fn cfg(max: usize) -> AllocationSettings {
+        AllocationSettings {
+            role: Some("r".into()),
+            rebalance_threshold: 1,
+            rebalance_max_per_round: max,
+            handoff_timeout: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn register(c: &mut CoordinatorState, p: u16, now: Instant) -> Vec<Out> {
+        c.on_wire(
+            CoordinatorWire::Register {
+                region: addr(p),
+                proxy: false,
+                leaving: false,
+                shards: vec![],
+            },
+            now,
+        )
+    }
+
+    /// Plays the regions' side of every message until nothing is left to send.
+    fn run_regions(c: &mut CoordinatorState, mut out: Vec<Out>, now: Instant) {
+        while let Some(Out(to, m)) = out.pop() {
+            let reply = match m {
+                RegionWire::HostShard { shard, .. } => {
+                    Some(CoordinatorWire::ShardStarted { region: to, shard })
+                }
+                RegionWire::BeginHandOff { shard } => {
+                    Some(CoordinatorWire::BeginHandOffAck { region: to, shard })
+                }
+                RegionWire::HandOff { shard } => Some(CoordinatorWire::ShardStopped {
+                    region: to,
+                    shard,
+                    entities: vec![],
+                }),
+                _ => None,
+            };
+            if let Some(r) = reply {
+                out.extend(c.on_wire(r, now));
+            }
+        }
+    }
+
+    fn allocate_all(c: &mut CoordinatorState, n: u32, now: Instant) {
+        for s in 0..n {
+            let o = c.on_wire(
+                CoordinatorWire::GetShardHome {
+                    region: addr(1),
+                    shard: s,
+                },
+                now,
+            );
+            run_regions(c, o, now);
+        }
+    }
+
+    #[test]
+    fn recovering_coordinator_allocates_nothing_until_all_regions_registered() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(
+            cfg(3),
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Up)]),
+        );
+        register(&mut c, 1, now);
+        assert!(!c.is_active());
+        assert!(
+            c.on_wire(
+                CoordinatorWire::GetShardHome {
+                    region: addr(1),
+                    shard: 0
+                },
+                now
+            )
+            .is_empty()
+        );
+        // Region 2 still hosts shard 0 from the previous coordinator's time.
+        c.on_wire(
+            CoordinatorWire::Register {
+                region: addr(2),
+                proxy: false,
+                leaving: false,
+                shards: vec![(0, vec![])],
+            },
+            now,
+        );
+        assert!(c.is_active());
+        let o = c.on_wire(
+            CoordinatorWire::GetShardHome {
+                region: addr(1),
+                shard: 0,
+            },
+            now,
+        );
+        assert_eq!(
+            o,
+            vec![Out(
+                addr(1),
+                RegionWire::ShardHome {
+                    shard: 0,
+                    home: addr(2)
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn least_shard_allocation_splits_evenly() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(
+            cfg(3),
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Up)]),
+        );
+        register(&mut c, 1, now);
+        register(&mut c, 2, now);
+        allocate_all(&mut c, 30, now);
+        assert_eq!(
+            c.shard_counts().values().copied().collect::<Vec<_>>(),
+            vec![15, 15]
+        );
+        assert_eq!(c.homes().len(), 30);
+    }
+
+    #[test]
+    fn rebalance_moves_bounded_steps_to_a_new_region() {
+        let now = Instant::now();
+        let ms = members(&[
+            (1, MemberStatus::Up),
+            (2, MemberStatus::Up),
+            (3, MemberStatus::Up),
+        ]);
+        let mut c = CoordinatorState::new(cfg(4), ms);
+        register(&mut c, 1, now);
+        register(&mut c, 2, now);
+        // Region 3 is a member but not registered yet: the coordinator waits.
+        assert!(!c.is_active());
+        register(&mut c, 3, now);
+        // Force 15/15/0: register 3 last but allocate with only 1 and 2 eligible.
+        c.regions.get_mut(&addr(3)).unwrap().leaving = true;
+        allocate_all(&mut c, 30, now);
+        c.regions.get_mut(&addr(3)).unwrap().leaving = false;
+        let mut rounds = 0;
+        loop {
+            let o = c.on_tick(now, true);
+            let begins = o
+                .iter()
+                .filter(|Out(_, m)| matches!(m, RegionWire::BeginHandOff { .. }))
+                .count();
+            assert!(begins <= 4 * 3, "at most 4 shards per round");
+            if o.is_empty() {
+                break;
+            }
+            run_regions(&mut c, o, now);
+            rounds += 1;
+            assert!(rounds < 10);
+        }
+        assert_eq!(rounds, 3, "10 moves in rounds of at most 4");
+        assert_eq!(
+            c.shard_counts().values().copied().collect::<Vec<_>>(),
+            vec![10, 10, 10]
+        );
+        assert_eq!(c.handoffs_in_flight(), 0);
+    }
+
+    #[test]
+    fn handoff_waits_for_every_ack_before_stopping_the_shard() {
+        let now = Instant::now();
+        let ms = members(&[(1, MemberStatus::Up), (2, MemberStatus::Up)]);
+        let mut c = CoordinatorState::new(cfg(3), ms);
+        register(&mut c, 1, now);
+        register(&mut c, 2, now);
+        allocate_all(&mut c, 2, now);
+        let home = c.homes()[&0].clone();
+        let o = c.on_wire(
+            CoordinatorWire::GracefulShutdown {
+                region: home.clone(),
+            },
+            now,
+        );
+        assert!(o.contains(&Out(addr(1), RegionWire::BeginHandOff { shard: 0 })));
+        assert!(o.contains(&Out(addr(2), RegionWire::BeginHandOff { shard: 0 })));
+        assert!(
+            !o.iter()
+                .any(|Out(_, m)| matches!(m, RegionWire::HandOff { .. }))
+        );
+        let o = c.on_wire(
+            CoordinatorWire::BeginHandOffAck {
+                region: addr(1),
+                shard: 0,
+            },
+            now,
+        );
+        assert!(o.is_empty());
+        let o = c.on_wire(
+            CoordinatorWire::BeginHandOffAck {
+                region: addr(2),
+                shard: 0,
+            },
+            now,
+        );
+        assert_eq!(o, vec![Out(home.clone(), RegionWire::HandOff { shard: 0 })]);
+        // No GetShardHome answer while the shard moves.
+        assert!(
+            c.on_wire(
+                CoordinatorWire::GetShardHome {
+                    region: addr(1),
+                    shard: 0
+                },
+                now
+            )
+            .is_empty()
+        );
+        let o = c.on_wire(
+            CoordinatorWire::ShardStopped {
+                region: home.clone(),
+                shard: 0,
+                entities: vec!["e1".into()],
+            },
+            now,
+        );
+        let other = if home == addr(1) { addr(2) } else { addr(1) };
+        assert_eq!(
+            o,
+            vec![Out(
+                other.clone(),
+                RegionWire::HostShard {
+                    shard: 0,
+                    entities: vec!["e1".into()]
+                }
+            )]
+        );
+        let o = c.on_wire(
+            CoordinatorWire::ShardStarted {
+                region: other.clone(),
+                shard: 0,
+            },
+            now,
+        );
+        assert_eq!(o.len(), 2, "ShardHome to both regions");
+        assert!(o.iter().all(|Out(_, m)| m
+            == &RegionWire::ShardHome {
+                shard: 0,
+                home: other.clone()
+            }));
+    }
+
+    #[test]
+    fn shards_of_a_downed_region_are_reallocated() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(
+            cfg(3),
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Up)]),
+        );
+        register(&mut c, 1, now);
+        register(&mut c, 2, now);
+        allocate_all(&mut c, 10, now);
+        let o = c.on_members(
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Down)]),
+            now,
+        );
+        assert_eq!(o.len(), 5);
+        assert!(
+            o.iter()
+                .all(|Out(a, m)| a == &addr(1) && matches!(m, RegionWire::HostShard { .. }))
+        );
+        run_regions(&mut c, o, now);
+        assert_eq!(c.shard_counts(), [(addr(1), 10)].into());
+    }
+
+    #[test]
+    fn unacknowledged_handoff_is_abandoned_after_the_timeout() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(
+            cfg(3),
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Up)]),
+        );
+        register(&mut c, 1, now);
+        register(&mut c, 2, now);
+        allocate_all(&mut c, 1, now);
+        let home = c.homes()[&0].clone();
+        c.on_wire(
+            CoordinatorWire::GracefulShutdown {
+                region: home.clone(),
+            },
+            now,
+        );
+        let o = c.on_tick(now + Duration::from_secs(6), false);
+        assert!(o.contains(&Out(
+            addr(1),
+            RegionWire::ShardHome {
+                shard: 0,
+                home: home.clone()
+            }
+        )));
+        assert_eq!(c.handoffs_in_flight(), 0);
+        assert_eq!(c.homes()[&0], home);
+    }
+}

@@ -1,0 +1,193 @@
+//! The shard coordinator actor of one entity type.
+//!
+//! [`ShardCoordinator`] is a ractor actor around the pure
+//! [`CoordinatorState`](crate::allocation::CoordinatorState): it registers itself on the
+//! transport as `sharding/{type}/coordinator`, feeds it region messages, membership
+//! views and ticks, and sends what the state decides. It runs as a cluster singleton
+//! (`cluster_tools::ClusterSingletonManager`, see [`crate::node`]) on the oldest Up
+//! member with the type's role, which is also the node that
+//! [`Membership::coordinator_node`] names; regions only talk to the coordinator on the
+//! node their own view names. The singleton stops the old instance before the next
+//! one starts, and a new instance rebuilds the allocation from the regions.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use runtime::remote::ResolvedRef;
+use runtime::{NodeAddress, RemoteRef, Remoting, SendPolicy};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+use crate::allocation::{AllocationSettings, CoordinatorState, Out};
+use crate::membership::Membership;
+use crate::protocol::{CoordinatorWire, RegionWire};
+use crate::settings::ShardingSettings;
+
+/// Messages of the coordinator actor. Only `Wire` comes from the network (the
+/// singleton manager requires a decodable message type; the others are local).
+#[derive(Debug, Deserialize)]
+pub enum CoordinatorMsg {
+    /// From a region.
+    Wire(CoordinatorWire),
+    /// A new membership view.
+    #[serde(skip)]
+    Members(Membership),
+    /// Housekeeping (every `retry_interval`).
+    #[serde(skip)]
+    Tick,
+}
+
+/// Start arguments of the coordinator.
+pub struct CoordinatorArgs {
+    /// The type's settings.
+    pub settings: ShardingSettings,
+    /// The node's transport.
+    pub remoting: Remoting,
+    /// Membership views.
+    pub membership: watch::Receiver<Membership>,
+}
+
+/// The coordinator actor.
+pub struct ShardCoordinator;
+
+/// State of the running coordinator.
+pub struct CoordinatorActorState {
+    state: CoordinatorState,
+    remoting: Remoting,
+    name: String,
+    region_name: String,
+    last_rebalance: Instant,
+    rebalance_interval: std::time::Duration,
+    refs: HashMap<NodeAddress, ResolvedRef<RegionWire<()>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ShardCoordinator {
+    /// Spawns a coordinator linked to `supervisor` (what a singleton manager's factory
+    /// does); it registers itself on the transport.
+    pub async fn spawn_linked(
+        args: CoordinatorArgs,
+        supervisor: ractor::ActorCell,
+    ) -> Result<ActorRef<CoordinatorMsg>, ractor::SpawnErr> {
+        let (r, _) = Actor::spawn_linked(None, ShardCoordinator, args, supervisor).await?;
+        Ok(r)
+    }
+}
+
+impl CoordinatorActorState {
+    fn send(&mut self, out: Vec<Out>) {
+        for Out(node, msg) in out {
+            let r = self.refs.entry(node.clone()).or_insert_with(|| {
+                self.remoting
+                    .resolve(&RemoteRef::new(node.clone(), self.region_name.clone()))
+            });
+            let fut = r.send(&msg, None, SendPolicy::Fail);
+            // `Fail` never waits: the future completes on first poll.
+            if let Some(Err(e)) = futures_poll_once(fut) {
+                debug!(to = %node, error = %e, "coordinator message not sent; the protocol re-sends");
+            }
+        }
+    }
+}
+
+/// Polls a future that is known to complete without waiting.
+fn futures_poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+impl Actor for ShardCoordinator {
+    type Msg = CoordinatorMsg;
+    type State = CoordinatorActorState;
+    type Arguments = CoordinatorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: CoordinatorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let s = &args.settings;
+        let mut membership = args.membership.clone();
+        let view = membership.borrow_and_update().clone();
+        let state = CoordinatorState::new(
+            AllocationSettings {
+                role: s.role.clone(),
+                rebalance_threshold: s.rebalance_threshold,
+                rebalance_max_per_round: s.rebalance_max_per_round,
+                handoff_timeout: s.handoff_timeout,
+                retry_interval: s.retry_interval,
+            },
+            view,
+        );
+        let name = s.coordinator_name();
+        args.remoting.register_with(&name, myself.clone(), |inb| {
+            postcard::from_bytes(inb.payload).map(CoordinatorMsg::Wire)
+        });
+        info!(type_name = %s.type_name, node = %args.remoting.self_address().address, "shard coordinator started");
+        let me = myself.clone();
+        let watcher = tokio::spawn(async move {
+            while membership.changed().await.is_ok() {
+                let m = membership.borrow_and_update().clone();
+                if me.cast(CoordinatorMsg::Members(m)).is_err() {
+                    break;
+                }
+            }
+        });
+        let ticker = myself.send_interval(s.retry_interval, || CoordinatorMsg::Tick);
+        Ok(CoordinatorActorState {
+            state,
+            remoting: args.remoting,
+            name,
+            region_name: s.region_name(),
+            last_rebalance: Instant::now(),
+            rebalance_interval: s.rebalance_interval,
+            refs: HashMap::new(),
+            tasks: vec![watcher, ticker],
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        st.remoting.unregister(&st.name);
+        for t in &st.tasks {
+            t.abort();
+        }
+        info!(name = %st.name, "shard coordinator stopped");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        let out = match msg {
+            CoordinatorMsg::Wire(w) => st.state.on_wire(w, now),
+            CoordinatorMsg::Members(m) => {
+                st.refs.retain(|a, _| m.is_alive(a));
+                st.state.on_members(m, now)
+            }
+            CoordinatorMsg::Tick => {
+                let due = now.duration_since(st.last_rebalance) >= st.rebalance_interval;
+                if due {
+                    st.last_rebalance = now;
+                }
+                st.state.on_tick(now, due)
+            }
+        };
+        st.send(out);
+        Ok(())
+    }
+}
