@@ -423,5 +423,45 @@ async fn main() {
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
     let _ = stalled.kill();
     let _ = stalled.wait();
-    let _ = nodes;
+
+    // 4. N nodes in one process converge to all Up (default timings: 1 s gossip and
+    //    heartbeat, as a deployment runs them)
+    if std::env::args().any(|a| a == "--skip-convergence") {
+        return;
+    }
+    let started = Instant::now();
+    let mut cfg = runtime::NodeConfig::local(Vec::new(), &[], Duration::from_secs(1));
+    cfg.cluster = runtime::ClusterConfig {
+        discovery: runtime::discovery::Discovery::Static(Vec::new()),
+        ..runtime::ClusterConfig::default()
+    };
+    cfg.management = None;
+    let seed = runtime::Node::start(cfg.clone()).await.expect("seed");
+    let seeds = vec![seed.address().address.clone()];
+    let mut all = vec![seed];
+    for _ in 1..nodes {
+        let mut c = cfg.clone();
+        c.cluster.discovery = runtime::discovery::Discovery::Static(seeds.clone());
+        all.push(runtime::Node::start(c).await.expect("node"));
+    }
+    let converged = |n: &runtime::Node| {
+        let s = n.cluster().state();
+        s.converged
+            && s.members.len() == nodes
+            && s.members
+                .iter()
+                .all(|m| m.status == runtime::membership::MemberStatus::Up)
+    };
+    while !all.iter().all(converged) {
+        if started.elapsed() > Duration::from_secs(60) {
+            println!("{nodes} nodes in one process did NOT converge within 60 s");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "{} nodes in one process (gossip/heartbeat 1 s): all Up and converged on every node after {:.2} s",
+        nodes,
+        started.elapsed().as_secs_f64()
+    );
 }
