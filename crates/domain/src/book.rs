@@ -364,6 +364,85 @@ impl OrderBook {
         }
     }
 
+    /// Computes, without changing the book, the events [`OrderBook::place`] would emit for
+    /// `order` at `at`, and its outcome.
+    ///
+    /// This is the command side of an event-sourced order book: an entity decides, persists
+    /// the events, and only then [applies](OrderBook::apply) them, so its state never runs
+    /// ahead of its journal. Walks only the levels and orders the order trades with.
+    pub fn decide_place(
+        &self,
+        order: &Order,
+        at: Timestamp,
+        out: &mut Vec<BookEvent>,
+    ) -> Result<PlaceOutcome, BookError> {
+        self.validate(order)?;
+        if self.registry.ids.contains_key(&order.id) {
+            return Ok(PlaceOutcome::Duplicate);
+        }
+        out.push(BookEvent::OrderPlaced(*order));
+        let limit = order.limit_price();
+        let opposite = match order.side {
+            Side::Bid => &self.asks,
+            Side::Ask => &self.bids,
+        };
+        let bound = limit.map_or(i64::MAX, |p| opposite.key(p));
+        let mut remaining = order.quantity;
+        'levels: for (&key, level) in &opposite.levels {
+            if key > bound {
+                break;
+            }
+            let price = opposite.price(key);
+            let mut slot = level.head;
+            while slot != NIL {
+                if remaining == 0 {
+                    break 'levels;
+                }
+                let node = &self.slab.nodes[slot as usize];
+                let traded = remaining.min(node.remaining);
+                remaining -= traded;
+                push_trade(
+                    out,
+                    order,
+                    node.id,
+                    opposite.side,
+                    node.remaining - traded,
+                    price,
+                    traded,
+                    remaining,
+                    at,
+                );
+                slot = node.next;
+            }
+        }
+        let filled = order.quantity - remaining;
+        let resting = if limit.is_some() { remaining } else { 0 };
+        Ok(PlaceOutcome::Accepted { filled, resting })
+    }
+
+    /// Computes, without changing the book, the event [`OrderBook::cancel`] would emit.
+    pub fn decide_cancel(
+        &self,
+        order_id: OrderId,
+        at: Timestamp,
+        out: &mut Vec<BookEvent>,
+    ) -> CancelOutcome {
+        match self.resting(order_id) {
+            Some(o) => {
+                out.push(BookEvent::OrderCancelled(OrderCancelled {
+                    ticker: self.ticker,
+                    order_id,
+                    remaining: o.remaining,
+                    at,
+                }));
+                CancelOutcome::Cancelled {
+                    remaining: o.remaining,
+                }
+            }
+            None => CancelOutcome::NotResting,
+        }
+    }
+
     /// Applies an event this or another book with the same history emitted, without running
     /// the matching logic: the way a persistent order book recovers from its journal.
     ///
@@ -697,6 +776,56 @@ fn rest(
     Ok(slot)
 }
 
+/// Emits the three events of one trade: the resting order's fill, the incoming order's fill,
+/// and the match.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn push_trade(
+    out: &mut Vec<BookEvent>,
+    incoming: &Order,
+    resting_id: OrderId,
+    resting_side: Side,
+    resting_left: Quantity,
+    price: Price,
+    traded: Quantity,
+    incoming_left: Quantity,
+    at: Timestamp,
+) {
+    let (buy, sell) = match incoming.side {
+        Side::Bid => (incoming.id, resting_id),
+        Side::Ask => (resting_id, incoming.id),
+    };
+    out.push(BookEvent::Fill(Fill {
+        ticker: incoming.ticker,
+        order_id: resting_id,
+        side: resting_side,
+        price,
+        quantity: traded,
+        remaining: resting_left,
+        partial: resting_left > 0,
+        at,
+    }));
+    out.push(BookEvent::Fill(Fill {
+        ticker: incoming.ticker,
+        order_id: incoming.id,
+        side: incoming.side,
+        price,
+        quantity: traded,
+        remaining: incoming_left,
+        partial: incoming_left > 0,
+        at,
+    }));
+    out.push(BookEvent::Match(Match {
+        ticker: incoming.ticker,
+        buy_order_id: buy,
+        sell_order_id: sell,
+        price,
+        quantity: traded,
+        aggressor: incoming.side,
+        at,
+    }));
+}
+
 /// Matches an incoming order against the opposite ladder and returns its unfilled quantity.
 #[inline]
 fn cross(
@@ -729,39 +858,17 @@ fn cross(
             node.remaining -= traded;
             remaining -= traded;
             level.total -= traded;
-            let (buy, sell) = match order.side {
-                Side::Bid => (order.id, node.id),
-                Side::Ask => (node.id, order.id),
-            };
-            out.push(BookEvent::Fill(Fill {
-                ticker: order.ticker,
-                order_id: node.id,
-                side: opposite_side,
+            push_trade(
+                out,
+                order,
+                node.id,
+                opposite_side,
+                node.remaining,
                 price,
-                quantity: traded,
-                remaining: node.remaining,
-                partial: node.remaining > 0,
-                at,
-            }));
-            out.push(BookEvent::Fill(Fill {
-                ticker: order.ticker,
-                order_id: order.id,
-                side: order.side,
-                price,
-                quantity: traded,
+                traded,
                 remaining,
-                partial: remaining > 0,
                 at,
-            }));
-            out.push(BookEvent::Match(Match {
-                ticker: order.ticker,
-                buy_order_id: buy,
-                sell_order_id: sell,
-                price,
-                quantity: traded,
-                aggressor: order.side,
-                at,
-            }));
+            );
             if node.remaining == 0 {
                 let (id, next) = (node.id, node.next);
                 level.head = next;

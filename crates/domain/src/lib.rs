@@ -10,6 +10,7 @@
 //! - [`event`]: what an order book emits: orders placed, fills, matches, cancels.
 //! - [`book`]: the matching engine (price-time priority), its snapshots and event replay.
 //! - [`pricing`]: EMWA price and volume aggregation with a bounded history.
+//! - [`protocol`]: the messages the services exchange and the pub-sub topic names.
 //!
 //! Time is an input, never read from a clock here: callers pass a [`Timestamp`] with each command,
 //! which keeps the engine deterministic and replayable.
@@ -19,6 +20,7 @@ pub mod event;
 pub mod money;
 pub mod order;
 pub mod pricing;
+pub mod protocol;
 pub mod ticker;
 
 pub use book::{BookError, BookSnapshot, CancelOutcome, OrderBook, PlaceOutcome, RestingOrder};

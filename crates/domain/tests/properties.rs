@@ -3,7 +3,8 @@
 //! Random streams of limit orders, market orders, cancels and re-sent ids run through both
 //! the engine and the model; every outcome and every emitted event must agree, which proves
 //! price-time priority. On top: quantity is conserved, the book is never crossed, snapshots
-//! round-trip (and keep matching identically), and replaying the events rebuilds the book.
+//! round-trip (and keep matching identically), replaying the events rebuilds the book, and a
+//! twin driven the event-sourced way (decide without mutation, then apply) stays identical.
 
 use domain::{
     BookEvent, CancelOutcome, Order, OrderBook, OrderId, OrderType, PlaceOutcome, Price, Side,
@@ -138,6 +139,8 @@ impl Model {
 
 struct Run {
     book: OrderBook,
+    /// Driven the event-sourced way: decide (read-only), then apply the events.
+    shadow: OrderBook,
     model: Model,
     placed: Vec<Order>,
     log: Vec<BookEvent>,
@@ -151,6 +154,7 @@ impl Run {
     fn new() -> Self {
         Run {
             book: OrderBook::new(ticker()),
+            shadow: OrderBook::new(ticker()),
             model: Model::default(),
             placed: Vec::new(),
             log: Vec::new(),
@@ -186,7 +190,14 @@ impl Run {
             Step::Cancel { pick } if !self.placed.is_empty() => {
                 let target = self.placed[pick % self.placed.len()].id;
                 let mut out = Vec::new();
+                let mut decided = Vec::new();
+                let shadow_got = self.shadow.decide_cancel(target, at, &mut decided);
                 let got = self.book.cancel(target, at, &mut out);
+                prop_assert_eq!(got, shadow_got);
+                prop_assert_eq!(&out, &decided);
+                for e in &decided {
+                    self.shadow.apply(e).unwrap();
+                }
                 prop_assert_eq!(got, self.model.cancel(target));
                 if let CancelOutcome::Cancelled { remaining } = got {
                     self.cancelled_qty += remaining;
@@ -198,9 +209,17 @@ impl Run {
         };
         if let Some(order) = order {
             let (mut out, mut expected) = (Vec::new(), Vec::new());
+            let mut decided = Vec::new();
+            let shadow_got = self.shadow.decide_place(&order, at, &mut decided).unwrap();
             let got = self.book.place(order, at, &mut out).unwrap();
             prop_assert_eq!(got, self.model.place(order, at, &mut expected));
             prop_assert_eq!(&out, &expected);
+            // Deciding without mutation gives the same outcome and events as placing.
+            prop_assert_eq!(got, shadow_got);
+            prop_assert_eq!(&out, &decided);
+            for e in &decided {
+                self.shadow.apply(e).unwrap();
+            }
             if let PlaceOutcome::Accepted { filled, resting } = got {
                 self.placed.push(order);
                 self.accepted_qty += order.quantity;
@@ -217,6 +236,8 @@ impl Run {
             }
             self.log.extend(out);
         }
+        // The event-sourced twin holds the same book.
+        prop_assert_eq!(self.shadow.snapshot(), self.book.snapshot());
         // Never crossed after matching.
         if let (Some(b), Some(a)) = (self.book.best_bid(), self.book.best_ask()) {
             prop_assert!(b < a, "crossed book: bid {} >= ask {}", b, a);
@@ -276,9 +297,10 @@ proptest! {
         let snapshot = run.book.snapshot();
         let bytes = serde_json::to_vec(&snapshot).unwrap();
         let restored = OrderBook::from_snapshot(&serde_json::from_slice(&bytes).unwrap()).unwrap();
-        prop_assert_eq!(restored.snapshot(), snapshot);
+        prop_assert_eq!(restored.snapshot(), snapshot.clone());
         // Continue both; the model keeps checking the restored one's events too.
-        let mut twin = Run { book: restored, ..Run::new() };
+        let shadow = OrderBook::from_snapshot(&snapshot).unwrap();
+        let mut twin = Run { book: restored, shadow, ..Run::new() };
         twin.model = std::mem::take(&mut run.model);
         twin.placed = run.placed.clone();
         twin.accepted_qty = run.accepted_qty;

@@ -1,0 +1,210 @@
+//! The messages the trading services exchange, and the names of the pub-sub topics.
+//!
+//! Commands are generic over `R`, the address a reply goes to. The services use the runtime's
+//! typed remote reference there; keeping it a parameter keeps this crate free of the runtime.
+//!
+//! | from | to | message |
+//! |---|---|---|
+//! | traders | `orderBook` entity (id = ticker) | [`OrderBookCommand`] |
+//! | `orderBook` | the trader that asked | [`OrderBookReply`] |
+//! | `orderBook` | topic `{ticker}-Fill` | [`Fill`](crate::Fill) |
+//! | `orderBook` | topic `{ticker}-Match` | [`PublishedMatch`] |
+//! | pricing-web, tradectl | `priceAggregator` entity (id = ticker) | [`PriceCommand`] |
+//! | `priceAggregator` | topic `{ticker}-price` | [`PriceUpdate`] |
+
+use serde::{Deserialize, Serialize};
+
+use crate::book::{BookSnapshot, CancelOutcome, PlaceOutcome};
+use crate::event::Match;
+use crate::order::{Order, OrderId};
+use crate::pricing::PriceUpdate;
+use crate::ticker::Ticker;
+
+/// A command to the order book of one ticker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderBookCommand<R> {
+    /// Place an order. The book answers [`OrderBookReply::Confirmed`] once the order and its
+    /// trades are durable, and again (as a duplicate) if the same order id is sent again.
+    Place {
+        /// The order.
+        order: Order,
+        /// Where the confirmation goes.
+        reply_to: R,
+    },
+    /// Cancel a resting order.
+    Cancel {
+        /// The book.
+        ticker: Ticker,
+        /// The order to cancel.
+        order_id: OrderId,
+        /// Where the answer goes.
+        reply_to: R,
+    },
+    /// Ask for the whole book (every resting order).
+    GetBook {
+        /// The book.
+        ticker: Ticker,
+        /// Where the snapshot goes.
+        reply_to: R,
+    },
+}
+
+impl<R> OrderBookCommand<R> {
+    /// The ticker, which is also the id of the order-book entity.
+    pub fn ticker(&self) -> Ticker {
+        match self {
+            OrderBookCommand::Place { order, .. } => order.ticker,
+            OrderBookCommand::Cancel { ticker, .. } | OrderBookCommand::GetBook { ticker, .. } => {
+                *ticker
+            }
+        }
+    }
+}
+
+/// An order book's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderBookReply {
+    /// The order is durable in the journal (or was already: a duplicate).
+    Confirmed {
+        /// The book.
+        ticker: Ticker,
+        /// The order.
+        order_id: OrderId,
+        /// What happened to it.
+        outcome: PlaceOutcome,
+    },
+    /// The order was refused and will never be accepted as sent.
+    Rejected {
+        /// The book.
+        ticker: Ticker,
+        /// The order.
+        order_id: OrderId,
+        /// Why.
+        reason: String,
+    },
+    /// The answer to a cancel, once durable.
+    Cancelled {
+        /// The book.
+        ticker: Ticker,
+        /// The order.
+        order_id: OrderId,
+        /// What happened.
+        outcome: CancelOutcome,
+    },
+    /// The whole book.
+    Book(BookSnapshot),
+}
+
+/// A match as published for low-latency consumers.
+///
+/// `seq` is the sequence number of the `Match` event in the order book's journal and
+/// `previous` the sequence number of the book's match before it (0 for the first), so a
+/// consumer that applied matches up to `previous` can apply this one at once, and one that
+/// sees a gap knows it missed a publish and must catch up from the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedMatch {
+    /// The trade.
+    #[serde(rename = "match")]
+    pub trade: Match,
+    /// Journal sequence number of this match.
+    pub seq: u64,
+    /// Journal sequence number of the previous match of this book (0 = none).
+    pub previous: u64,
+}
+
+/// A command to the price aggregator of one ticker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PriceCommand<R> {
+    /// Ask for the latest price and the kept history.
+    GetHistory {
+        /// The ticker.
+        ticker: Ticker,
+        /// Where the history goes.
+        reply_to: R,
+    },
+}
+
+impl<R> PriceCommand<R> {
+    /// The ticker, which is also the id of the price-aggregator entity.
+    pub fn ticker(&self) -> Ticker {
+        match self {
+            PriceCommand::GetHistory { ticker, .. } => *ticker,
+        }
+    }
+}
+
+/// A ticker's price history, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceHistory {
+    /// The ticker.
+    pub ticker: Ticker,
+    /// The kept updates, oldest first.
+    pub updates: Vec<PriceUpdate>,
+}
+
+/// The pub-sub topics of a ticker.
+pub mod topics {
+    use crate::ticker::Ticker;
+
+    /// Fills of `ticker`'s orders: `MSFT-Fill`.
+    pub fn fills(ticker: Ticker) -> String {
+        format!("{ticker}-Fill")
+    }
+
+    /// Matches of `ticker`: `MSFT-Match`.
+    pub fn matches(ticker: Ticker) -> String {
+        format!("{ticker}-Match")
+    }
+
+    /// Price updates of `ticker`: `MSFT-price`.
+    pub fn prices(ticker: Ticker) -> String {
+        format!("{ticker}-price")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::{Price, Timestamp};
+
+    #[test]
+    fn commands_know_their_entity() {
+        let t = Ticker::new("MSFT").unwrap();
+        let order = Order::bid(
+            OrderId::from_u128(1),
+            t,
+            Price::from_ticks(1),
+            1,
+            Timestamp(0),
+        );
+        let place: OrderBookCommand<()> = OrderBookCommand::Place {
+            order,
+            reply_to: (),
+        };
+        assert_eq!(place.ticker(), t);
+        assert_eq!(topics::matches(t), "MSFT-Match");
+        assert_eq!(topics::fills(t), "MSFT-Fill");
+        assert_eq!(topics::prices(t), "MSFT-price");
+    }
+
+    #[test]
+    fn published_matches_round_trip_as_json() {
+        let t = Ticker::new("MSFT").unwrap();
+        let m = PublishedMatch {
+            trade: Match {
+                ticker: t,
+                buy_order_id: OrderId::from_u128(1),
+                sell_order_id: OrderId::from_u128(2),
+                price: Price::from_ticks(100),
+                quantity: 5,
+                aggressor: crate::order::Side::Bid,
+                at: Timestamp(9),
+            },
+            seq: 7,
+            previous: 3,
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains("\"match\""));
+        assert_eq!(serde_json::from_str::<PublishedMatch>(&json).unwrap(), m);
+    }
+}
