@@ -184,6 +184,9 @@ fn open_connection(config: &SqliteConfig, write: bool) -> Result<Connection> {
         .map_err(classify)?;
         conn.execute_batch(SCHEMA).map_err(classify)?;
     }
+    // A 64 MiB page cache per connection keeps the indexes of a busy journal in memory.
+    conn.execute_batch("PRAGMA cache_size = -65536;")
+        .map_err(classify)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
@@ -300,10 +303,61 @@ impl SqliteStore {
     }
 }
 
+/// Inserts the events (and tag rows) of one atomic write on `conn`.
+fn insert_write(conn: &Connection, w: &AtomicWrite) -> rusqlite::Result<()> {
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO event_journal (persistence_id, sequence_nr, manifest, schema_version, \
+         tags, payload, timestamp, writer_uuid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut tag_ins =
+        conn.prepare_cached("INSERT INTO event_tag (tag, ordering) VALUES (?1, ?2)")?;
+    for e in w.events() {
+        let tags = if e.tags.is_empty() {
+            "[]".to_owned()
+        } else {
+            serde_json::to_string(&e.tags).unwrap_or_else(|_| "[]".to_owned())
+        };
+        ins.execute(params![
+            e.persistence_id,
+            e.sequence_nr as i64,
+            e.manifest,
+            e.schema_version as i64,
+            tags,
+            e.payload.as_json(),
+            e.timestamp,
+            e.writer_uuid,
+        ])?;
+        if !e.tags.is_empty() {
+            let ordering = conn.last_insert_rowid();
+            for t in &e.tags {
+                tag_ins.execute(params![t, ordering])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores the writes in one transaction. The common case (no conflict) inserts everything
+/// directly; if a sequence number is taken, the transaction is rolled back and done again with a
+/// savepoint per atomic write, so that only the conflicting writes are rejected.
 fn write_blocking(
     conn: &mut Connection,
     writes: &[AtomicWrite],
 ) -> Result<(Vec<Result<()>>, bool)> {
+    {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(classify)?;
+        match writes.iter().try_for_each(|w| insert_write(&tx, w)) {
+            Ok(()) => {
+                tx.commit().map_err(classify)?;
+                return Ok((writes.iter().map(|_| Ok(())).collect(), true));
+            }
+            // Dropping `tx` rolls the whole batch back; redo it below, one savepoint per write.
+            Err(e) if is_unique_violation(&e) => {}
+            Err(e) => return Err(classify(e)),
+        }
+    }
     let mut tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(classify)?;
@@ -312,37 +366,7 @@ fn write_blocking(
     for w in writes {
         let mut attempt = || -> std::result::Result<(), rusqlite::Error> {
             let sp = tx.savepoint()?;
-            {
-                let mut ins = sp.prepare_cached(
-                    "INSERT INTO event_journal (persistence_id, sequence_nr, manifest, schema_version, \
-                     tags, payload, timestamp, writer_uuid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
-                let mut tag_ins =
-                    sp.prepare_cached("INSERT INTO event_tag (tag, ordering) VALUES (?1, ?2)")?;
-                for e in w.events() {
-                    let tags = if e.tags.is_empty() {
-                        "[]".to_owned()
-                    } else {
-                        serde_json::to_string(&e.tags).unwrap_or_else(|_| "[]".to_owned())
-                    };
-                    ins.execute(params![
-                        e.persistence_id,
-                        e.sequence_nr as i64,
-                        e.manifest,
-                        e.schema_version as i64,
-                        tags,
-                        e.payload.as_json(),
-                        e.timestamp,
-                        e.writer_uuid,
-                    ])?;
-                    if !e.tags.is_empty() {
-                        let ordering = sp.last_insert_rowid();
-                        for t in &e.tags {
-                            tag_ins.execute(params![t, ordering])?;
-                        }
-                    }
-                }
-            }
+            insert_write(&sp, w)?;
             sp.commit()
         };
         match attempt() {
