@@ -116,6 +116,8 @@ pub struct BookSnapshot {
     pub ticker: Ticker,
     /// The next arrival sequence number to assign.
     pub next_seq: u64,
+    /// Trades made so far: the trade id of the last match (ids run 1, 2, 3, ...).
+    pub trades: u64,
     /// How many ids of departed orders the book remembers.
     pub dedup_capacity: u64,
     /// Resting bids, best price first, oldest first within a price.
@@ -254,6 +256,8 @@ pub struct OrderBook {
     slab: Slab,
     registry: Registry,
     next_seq: u64,
+    /// Trade id of the last match.
+    trades: u64,
 }
 
 impl OrderBook {
@@ -274,6 +278,7 @@ impl OrderBook {
             slab: Slab::default(),
             registry: Registry::new(dedup_capacity),
             next_seq: 0,
+            trades: 0,
         }
     }
 
@@ -316,8 +321,8 @@ impl OrderBook {
             opposite,
             &mut self.slab,
             &mut self.registry,
+            &mut self.trades,
             &order,
-            limit,
             at,
             out,
         );
@@ -388,6 +393,7 @@ impl OrderBook {
         };
         let bound = limit.map_or(i64::MAX, |p| opposite.key(p));
         let mut remaining = order.quantity;
+        let mut trade_id = self.trades;
         'levels: for (&key, level) in &opposite.levels {
             if key > bound {
                 break;
@@ -401,8 +407,10 @@ impl OrderBook {
                 let node = &self.slab.nodes[slot as usize];
                 let traded = remaining.min(node.remaining);
                 remaining -= traded;
+                trade_id += 1;
                 push_trade(
                     out,
+                    trade_id,
                     order,
                     node.id,
                     opposite.side,
@@ -446,8 +454,8 @@ impl OrderBook {
     /// Applies an event this or another book with the same history emitted, without running
     /// the matching logic: the way a persistent order book recovers from its journal.
     ///
-    /// `Match` events change nothing (the two `Fill`s before each carry the change); a `Fill`
-    /// of an order that does not rest (a market order) changes nothing.
+    /// A `Match` only advances the trade id (the two `Fill`s before it carry the change to the
+    /// orders); a `Fill` of an order that does not rest (a market order) changes nothing.
     pub fn apply(&mut self, event: &BookEvent) -> Result<(), BookError> {
         if event.ticker() != self.ticker {
             return Err(BookError::WrongTicker {
@@ -506,7 +514,15 @@ impl OrderBook {
                     self.remove_resting(fill.order_id);
                 }
             }
-            BookEvent::Match(_) => {}
+            BookEvent::Match(m) => {
+                if m.trade_id != self.trades + 1 {
+                    return Err(BookError::Inconsistent(format!(
+                        "match with trade id {} after trade {}",
+                        m.trade_id, self.trades
+                    )));
+                }
+                self.trades = m.trade_id;
+            }
             BookEvent::OrderCancelled(c) => {
                 if self.remove_resting(c.order_id).is_none() {
                     return Err(BookError::Inconsistent(format!(
@@ -517,6 +533,12 @@ impl OrderBook {
             }
         }
         Ok(())
+    }
+
+    /// The trade id of the last match (0 before the first). Trade ids run 1, 2, 3, ... per
+    /// book, so a consumer of matches can tell whether it missed one.
+    pub fn trades(&self) -> u64 {
+        self.trades
     }
 
     /// The highest resting bid price.
@@ -584,6 +606,7 @@ impl OrderBook {
         BookSnapshot {
             ticker: self.ticker,
             next_seq: self.next_seq,
+            trades: self.trades,
             dedup_capacity: self.registry.capacity as u64,
             bids: self.orders(Side::Bid),
             asks: self.orders(Side::Ask),
@@ -599,6 +622,7 @@ impl OrderBook {
             .map_err(|_| BookError::Inconsistent("dedup capacity too large".into()))?;
         let mut book = OrderBook::with_dedup_capacity(snapshot.ticker, capacity);
         book.next_seq = snapshot.next_seq;
+        book.trades = snapshot.trades;
         for (side, orders) in [(Side::Bid, &snapshot.bids), (Side::Ask, &snapshot.asks)] {
             let mut previous: Option<&RestingOrder> = None;
             for o in orders.iter() {
@@ -782,6 +806,7 @@ fn rest(
 #[inline]
 fn push_trade(
     out: &mut Vec<BookEvent>,
+    trade_id: u64,
     incoming: &Order,
     resting_id: OrderId,
     resting_side: Side,
@@ -817,6 +842,7 @@ fn push_trade(
     }));
     out.push(BookEvent::Match(Match {
         ticker: incoming.ticker,
+        trade_id,
         buy_order_id: buy,
         sell_order_id: sell,
         price,
@@ -832,14 +858,14 @@ fn cross(
     opposite: &mut Ladder,
     slab: &mut Slab,
     registry: &mut Registry,
+    trades: &mut u64,
     order: &Order,
-    limit: Option<Price>,
     at: Timestamp,
     out: &mut Vec<BookEvent>,
 ) -> Quantity {
     let mut remaining = order.quantity;
     // The incoming order trades with a level while the level's key is at most this bound.
-    let bound = limit.map_or(i64::MAX, |p| opposite.key(p));
+    let bound = order.limit_price().map_or(i64::MAX, |p| opposite.key(p));
     let opposite_side = opposite.side;
     while remaining > 0 {
         let Some(mut entry) = opposite.levels.first_entry() else {
@@ -858,8 +884,10 @@ fn cross(
             node.remaining -= traded;
             remaining -= traded;
             level.total -= traded;
+            *trades += 1;
             push_trade(
                 out,
+                *trades,
                 order,
                 node.id,
                 opposite_side,

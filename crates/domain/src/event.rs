@@ -33,6 +33,9 @@ pub struct Fill {
 pub struct Match {
     /// The instrument.
     pub ticker: Ticker,
+    /// The trade's number in its book: 1, 2, 3, ... with no gaps, so a consumer that has
+    /// applied trade `n` knows the next one is `n + 1` and can detect a missed match.
+    pub trade_id: u64,
     /// The buying order.
     pub buy_order_id: OrderId,
     /// The selling order.

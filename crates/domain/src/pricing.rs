@@ -181,6 +181,7 @@ mod tests {
     fn m(ticker: Ticker, ticks: i64, qty: u64, at: i64) -> Match {
         Match {
             ticker,
+            trade_id: 1,
             buy_order_id: OrderId::from_u128(1),
             sell_order_id: OrderId::from_u128(2),
             price: Price::from_ticks(ticks),

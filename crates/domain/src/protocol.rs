@@ -8,14 +8,13 @@
 //! | traders | `orderBook` entity (id = ticker) | [`OrderBookCommand`] |
 //! | `orderBook` | the trader that asked | [`OrderBookReply`] |
 //! | `orderBook` | topic `{ticker}-Fill` | [`Fill`](crate::Fill) |
-//! | `orderBook` | topic `{ticker}-Match` | [`PublishedMatch`] |
+//! | `orderBook` | topic `{ticker}-Match` | [`Match`](crate::Match) (numbered by `trade_id`) |
 //! | pricing-web, tradectl | `priceAggregator` entity (id = ticker) | [`PriceCommand`] |
 //! | `priceAggregator` | topic `{ticker}-price` | [`PriceUpdate`] |
 
 use serde::{Deserialize, Serialize};
 
 use crate::book::{BookSnapshot, CancelOutcome, PlaceOutcome};
-use crate::event::Match;
 use crate::order::{Order, OrderId};
 use crate::pricing::PriceUpdate;
 use crate::ticker::Ticker;
@@ -95,23 +94,6 @@ pub enum OrderBookReply {
     Book(BookSnapshot),
 }
 
-/// A match as published for low-latency consumers.
-///
-/// `seq` is the sequence number of the `Match` event in the order book's journal and
-/// `previous` the sequence number of the book's match before it (0 for the first), so a
-/// consumer that applied matches up to `previous` can apply this one at once, and one that
-/// sees a gap knows it missed a publish and must catch up from the journal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublishedMatch {
-    /// The trade.
-    #[serde(rename = "match")]
-    pub trade: Match,
-    /// Journal sequence number of this match.
-    pub seq: u64,
-    /// Journal sequence number of the previous match of this book (0 = none).
-    pub previous: u64,
-}
-
 /// A command to the price aggregator of one ticker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PriceCommand<R> {
@@ -185,26 +167,5 @@ mod tests {
         assert_eq!(topics::matches(t), "MSFT-Match");
         assert_eq!(topics::fills(t), "MSFT-Fill");
         assert_eq!(topics::prices(t), "MSFT-price");
-    }
-
-    #[test]
-    fn published_matches_round_trip_as_json() {
-        let t = Ticker::new("MSFT").unwrap();
-        let m = PublishedMatch {
-            trade: Match {
-                ticker: t,
-                buy_order_id: OrderId::from_u128(1),
-                sell_order_id: OrderId::from_u128(2),
-                price: Price::from_ticks(100),
-                quantity: 5,
-                aggressor: crate::order::Side::Bid,
-                at: Timestamp(9),
-            },
-            seq: 7,
-            previous: 3,
-        };
-        let json = serde_json::to_string(&m).unwrap();
-        assert!(json.contains("\"match\""));
-        assert_eq!(serde_json::from_str::<PublishedMatch>(&json).unwrap(), m);
     }
 }

@@ -87,6 +87,16 @@ fn best_price_first_then_trades_at_the_resting_price() {
         }
     );
     assert_eq!(matches(&events), vec![(4, 2, 101, 10), (4, 3, 102, 5)]);
+    // Trade ids number the matches of the book: 1, 2, ...
+    let ids: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            BookEvent::Match(m) => Some(m.trade_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert_eq!(book.trades(), 2);
     assert_eq!(book.best_ask(), Some(p(102)));
     assert_eq!(book.resting(id(3)).unwrap().remaining, 5);
     assert!(book.best_bid().is_none());

@@ -40,6 +40,7 @@ struct Model {
     resting: Vec<(Order, u64, u64)>, // order, remaining, arrival seq
     seen: std::collections::HashSet<OrderId>,
     seq: u64,
+    trades: u64,
 }
 
 impl Model {
@@ -101,8 +102,10 @@ impl Model {
             } else {
                 (resting.id, order.id)
             };
+            self.trades += 1;
             out.push(BookEvent::Match(domain::Match {
                 ticker: order.ticker,
+                trade_id: self.trades,
                 buy_order_id: buy,
                 sell_order_id: sell,
                 price,
