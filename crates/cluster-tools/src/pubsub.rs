@@ -277,7 +277,7 @@ impl Shared {
     }
 }
 
-fn frame(kind: u8, topic: &str, group: Option<&str>, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, topic: &str, group: Option<&str>, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + 8 + topic.len() + group.map_or(0, str::len) + payload.len());
     v.push(kind);
     v.extend_from_slice(&(topic.len() as u32).to_le_bytes());
@@ -291,7 +291,7 @@ fn frame(kind: u8, topic: &str, group: Option<&str>, payload: &[u8]) -> Vec<u8> 
 }
 
 /// Splits a length-prefixed string off `b`.
-fn take_str(b: &[u8]) -> Option<(&str, &[u8])> {
+pub(crate) fn take_str(b: &[u8]) -> Option<(&str, &[u8])> {
     let len = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
     let s = b.get(4..4 + len)?;
     Some((std::str::from_utf8(s).ok()?, &b[4 + len..]))
@@ -810,10 +810,20 @@ impl DistributedPubSub {
     ) -> Result<Published, PubSubError> {
         let payload =
             postcard::to_allocvec(msg).map_err(|e| PubSubError::Serialize(e.to_string()))?;
-        let (local, targets) = self.publish_local(topic, &payload, trace_context);
+        Ok(self.publish_bytes(topic, &payload, trace_context))
+    }
+
+    /// Publishes an already serialized (postcard) message, without waiting.
+    pub fn publish_bytes(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        trace_context: Option<&str>,
+    ) -> Published {
+        let (local, targets) = self.publish_local(topic, payload, trace_context);
         let mut nodes = 0;
         if !targets.is_empty() {
-            let f = frame(KIND_PUBLISH, topic, None, &payload);
+            let f = frame(KIND_PUBLISH, topic, None, payload);
             for n in &targets {
                 match self.remoting.try_send_raw(
                     n,
@@ -830,7 +840,7 @@ impl DistributedPubSub {
             .counters
             .frames_sent
             .fetch_add(nodes as u64, Ordering::Relaxed);
-        Ok(Published { local, nodes })
+        Published { local, nodes }
     }
 
     /// Publishes like [`DistributedPubSub::publish_traced`], waiting while a link queue is
@@ -920,6 +930,17 @@ impl DistributedPubSub {
     ) -> Result<bool, PubSubError> {
         let payload =
             postcard::to_allocvec(msg).map_err(|e| PubSubError::Serialize(e.to_string()))?;
+        Ok(self.send_to_group_bytes(topic, group, payload, trace_context))
+    }
+
+    /// Like [`DistributedPubSub::send_to_group`] with an already serialized message.
+    pub fn send_to_group_bytes(
+        &self,
+        topic: &str,
+        group: &str,
+        payload: Vec<u8>,
+        trace_context: Option<&str>,
+    ) -> bool {
         self.shared
             .counters
             .published
@@ -935,7 +956,7 @@ impl DistributedPubSub {
                 let _ = self.actor.cast(MediatorMsg::Dead(dead));
             }
             if ok {
-                return Ok(true);
+                return true;
             }
         }
         let idx = self.shared.remote.read().expect("pubsub lock").clone();
@@ -945,7 +966,7 @@ impl DistributedPubSub {
             .and_then(|nodes| nodes.choose(&mut rand::rng()).cloned());
         let Some(node) = node else {
             self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
+            return false;
         };
         let f = frame(KIND_GROUP, topic, Some(group), &payload);
         match self
@@ -957,11 +978,11 @@ impl DistributedPubSub {
                     .counters
                     .frames_sent
                     .fetch_add(1, Ordering::Relaxed);
-                Ok(true)
+                true
             }
             Err(e) => {
                 self.lost(&node, &e);
-                Ok(false)
+                false
             }
         }
     }
