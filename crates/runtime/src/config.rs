@@ -11,6 +11,9 @@
 //! | `CLUSTER_SEEDS` | `--seeds` | comma list, `host:port` or `akka.tcp://Sys@host:port` | per service |
 //! | `CLUSTER_ROLES` | `--roles` | comma list | per service |
 //! | `CLUSTER_COOKIE` | `--cookie` | shared secret | a local-development cookie |
+//! | `CLUSTER_TLS_CERT` | `--tls-cert` | node certificate chain (PEM); with the next two, turns on mutual TLS | off |
+//! | `CLUSTER_TLS_KEY` | `--tls-key` | node private key (PEM) | |
+//! | `CLUSTER_TLS_CA` | `--tls-ca` | CA that signs every node certificate (PEM) | |
 //! | `CLUSTER_DISCOVERY` | `--discovery` | `seeds`, `dns` or `kubernetes` | `seeds` |
 //! | `CLUSTER_DISCOVERY_SERVICE` | `--discovery-service` | headless service name (dns) | |
 //! | `KUBERNETES_API_URL` | `--kubernetes-api` | API base URL (http; e.g. a `kubectl proxy` sidecar) | `http://127.0.0.1:8001` |
@@ -149,6 +152,15 @@ pub struct NodeArgs {
     /// Shared cluster secret.
     #[arg(long, env = "CLUSTER_COOKIE", hide_env_values = true)]
     pub cookie: Option<String>,
+    /// Node certificate chain (PEM) for mutual TLS.
+    #[arg(long, env = "CLUSTER_TLS_CERT")]
+    pub tls_cert: Option<String>,
+    /// Node private key (PEM) for mutual TLS.
+    #[arg(long, env = "CLUSTER_TLS_KEY")]
+    pub tls_key: Option<String>,
+    /// CA certificate (PEM) that signs every node certificate.
+    #[arg(long, env = "CLUSTER_TLS_CA")]
+    pub tls_ca: Option<String>,
     /// How to find contact points: seeds, dns or kubernetes.
     #[arg(long, env = "CLUSTER_DISCOVERY")]
     pub discovery: Option<String>,
@@ -319,6 +331,28 @@ impl NodeArgs {
                 "at least 8 characters",
             ));
         }
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) => None,
+            (Some(c), Some(k), Some(ca)) => Some(
+                crate::tls::TlsSettings::from_pem_files(c.as_ref(), k.as_ref(), ca.as_ref())
+                    .map_err(|r| err("CLUSTER_TLS_CERT", "--tls-cert", c, r))?,
+            ),
+            (c, k, _) => {
+                let (var, flag) = if c.is_none() {
+                    ("CLUSTER_TLS_CERT", "--tls-cert")
+                } else if k.is_none() {
+                    ("CLUSTER_TLS_KEY", "--tls-key")
+                } else {
+                    ("CLUSTER_TLS_CA", "--tls-ca")
+                };
+                return Err(err(
+                    var,
+                    flag,
+                    "",
+                    "TLS needs CLUSTER_TLS_CERT, CLUSTER_TLS_KEY and CLUSTER_TLS_CA together",
+                ));
+            }
+        };
         let seeds: Vec<NodeAddress> = match &self.seeds {
             Some(s) => list(s)
                 .iter()
@@ -634,6 +668,7 @@ impl NodeArgs {
                 public_host: host,
                 port,
                 cookie,
+                tls,
                 ..RemotingConfig::default()
             },
             cluster,
@@ -757,6 +792,22 @@ mod tests {
                     ..Default::default()
                 },
                 "CLUSTER_DISCOVERY_SERVICE",
+            ),
+            (
+                NodeArgs {
+                    tls_cert: Some("/nonexistent/cert.pem".into()),
+                    ..Default::default()
+                },
+                "CLUSTER_TLS_KEY",
+            ),
+            (
+                NodeArgs {
+                    tls_cert: Some("/nonexistent/cert.pem".into()),
+                    tls_key: Some("/nonexistent/key.pem".into()),
+                    tls_ca: Some("/nonexistent/ca.pem".into()),
+                    ..Default::default()
+                },
+                "CLUSTER_TLS_CERT",
             ),
             (
                 NodeArgs {

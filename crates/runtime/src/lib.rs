@@ -23,6 +23,7 @@ pub mod membership;
 pub mod node;
 pub mod sbr;
 pub mod shutdown;
+pub mod tls;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterEvent};
 pub use config::{NodeArgs, NodeConfig, ServiceDefaults};

@@ -50,7 +50,6 @@ use ractor::ActorRef;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, FramedRead, LengthDelimitedCodec};
@@ -59,6 +58,7 @@ use tracing::{debug, info, warn};
 
 use crate::address::{NodeAddress, UniqueAddress};
 use crate::handshake::{self, DEFAULT_COOKIE};
+use crate::tls::{BoxRead, BoxWrite, SplitIo, TlsSettings};
 use crate::wire::{Envelopes, encode_envelope, envelope_len};
 
 /// Settings of the transport.
@@ -91,6 +91,8 @@ pub struct RemotingConfig {
     pub backoff_min: Duration,
     /// Largest reconnect delay.
     pub backoff_max: Duration,
+    /// Mutual TLS around every connection; `None` for plain TCP.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for RemotingConfig {
@@ -109,6 +111,7 @@ impl Default for RemotingConfig {
             connect_timeout: Duration::from_secs(3),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -209,7 +212,7 @@ struct Conn {
     peer_uid: u64,
     /// Dialed by the lower of the two addresses: the one both sides keep.
     preferred: bool,
-    write: OwnedWriteHalf,
+    write: BoxWrite,
 }
 
 enum ConnEvent {
@@ -702,9 +705,10 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
-async fn handle_inbound(inner: &Arc<Inner>, stream: TcpStream) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, handshake::handshake_codec());
+type Established = (UniqueAddress, BoxRead, BoxWrite, BytesMut);
+
+async fn accept_on<T: SplitIo>(inner: &Arc<Inner>, io: T) -> Result<Established, String> {
+    let mut framed = Framed::new(io, handshake::handshake_codec());
     let me = inner.me.clone();
     let remote = handshake::accept(
         &mut framed,
@@ -723,9 +727,44 @@ async fn handle_inbound(inner: &Arc<Inner>, stream: TcpStream) -> Result<(), Str
     )
     .await
     .map_err(|e| e.to_string())?;
-    let peer = inner.peer(&remote.address);
     let parts = framed.into_parts();
-    let (r, w) = parts.io.into_split();
+    let (r, w) = parts.io.split_boxed();
+    Ok((remote, r, w, parts.read_buf))
+}
+
+async fn dial_on<T: SplitIo>(
+    inner: &Arc<Inner>,
+    io: T,
+    peer: &Peer,
+) -> Result<Established, String> {
+    let mut framed = Framed::new(io, handshake::handshake_codec());
+    let remote = handshake::dial(
+        &mut framed,
+        &inner.me,
+        &peer.address,
+        &inner.cfg.cookie,
+        inner.cfg.handshake_timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let parts = framed.into_parts();
+    let (r, w) = parts.io.split_boxed();
+    Ok((remote, r, w, parts.read_buf))
+}
+
+async fn handle_inbound(inner: &Arc<Inner>, stream: TcpStream) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let (remote, r, w, leftover) = match &inner.cfg.tls {
+        None => accept_on(inner, stream).await?,
+        Some(tls) => {
+            let s = tokio::time::timeout(inner.cfg.handshake_timeout, tls.acceptor.accept(stream))
+                .await
+                .map_err(|_| "tls handshake timed out".to_string())?
+                .map_err(|e| format!("tls: {e}"))?;
+            accept_on(inner, s).await?
+        }
+    };
+    let peer = inner.peer(&remote.address);
     let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     debug!(node = %inner.me.address, peer = %remote, id, "inbound connection established");
     let preferred = remote.address < inner.me.address;
@@ -735,7 +774,7 @@ async fn handle_inbound(inner: &Arc<Inner>, stream: TcpStream) -> Result<(), Str
         Arc::new(remote.clone()),
         id,
         r,
-        parts.read_buf,
+        leftover,
     ));
     let _ = peer.events.send(ConnEvent::New(Conn {
         id,
@@ -753,24 +792,26 @@ async fn dial(inner: &Arc<Inner>, peer: &Arc<Peer>) -> Result<Conn, String> {
         .map_err(|_| format!("connect to {target} timed out"))?
         .map_err(|e| format!("connect to {target}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, handshake::handshake_codec());
-    let remote = handshake::dial(
-        &mut framed,
-        &inner.me,
-        &peer.address,
-        &inner.cfg.cookie,
-        inner.cfg.handshake_timeout,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let (remote, r, w, leftover) = match &inner.cfg.tls {
+        None => dial_on(inner, stream, peer).await?,
+        Some(tls) => {
+            let name = TlsSettings::server_name(&peer.address.host)?;
+            let s = tokio::time::timeout(
+                inner.cfg.handshake_timeout,
+                tls.connector.connect(name, stream),
+            )
+            .await
+            .map_err(|_| "tls handshake timed out".to_string())?
+            .map_err(|e| format!("tls: {e}"))?;
+            dial_on(inner, s, peer).await?
+        }
+    };
     if remote.address != peer.address {
         return Err(format!("{} answered as {}", peer.address, remote.address));
     }
     if inner.is_quarantined(&remote) {
         return Err(format!("{remote} is quarantined"));
     }
-    let parts = framed.into_parts();
-    let (r, w) = parts.io.into_split();
     let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     debug!(node = %inner.me.address, peer = %remote, id, "outbound connection established");
     tokio::spawn(reader(
@@ -779,7 +820,7 @@ async fn dial(inner: &Arc<Inner>, peer: &Arc<Peer>) -> Result<Conn, String> {
         Arc::new(remote.clone()),
         id,
         r,
-        parts.read_buf,
+        leftover,
     ));
     Ok(Conn {
         id,
@@ -944,7 +985,7 @@ async fn reader(
     peer: Arc<Peer>,
     from: Arc<UniqueAddress>,
     id: u64,
-    r: OwnedReadHalf,
+    r: BoxRead,
     leftover: BytesMut,
 ) {
     let src = Cursor::new(leftover).chain(r);

@@ -234,3 +234,59 @@ async fn reconnects_after_the_peer_restarts_at_the_same_port() {
     assert!(got >= 100);
     assert_eq!(a.peer_stats()[0].uid, b2.self_address().uid);
 }
+
+fn tls(cert: &str, key: &str) -> Option<runtime::tls::TlsSettings> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    Some(
+        runtime::tls::TlsSettings::from_pem_files(
+            &dir.join(cert),
+            &dir.join(key),
+            &dir.join("ca.pem"),
+        )
+        .unwrap(),
+    )
+}
+
+async fn tls_node(cert: &str, key: &str) -> Remoting {
+    Remoting::start(RemotingConfig {
+        cookie: "c".into(),
+        tls: tls(cert, key),
+        handshake_timeout: Duration::from_secs(1),
+        ..RemotingConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn mutual_tls_delivers_and_refuses_foreign_certificates_and_plain_tcp() {
+    let a = tls_node("node.pem", "node.key").await;
+    let b = tls_node("node.pem", "node.key").await;
+    let mut rb = sink(&b).await;
+    let to_b = RemoteRef::<u64>::new(b.self_address().address.clone(), "sink");
+    for i in 0..100u64 {
+        a.tell(&to_b, &i, Some(TP), SendPolicy::Wait).await.unwrap();
+    }
+    for i in 0..100u64 {
+        let got = tokio::time::timeout(Duration::from_secs(5), rb.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, (i, Some(TP.to_string())));
+    }
+    // a certificate from another CA: refused by b
+    let intruder = tls_node("intruder.pem", "intruder.key").await;
+    intruder
+        .tell(&to_b, &1000, None, SendPolicy::Wait)
+        .await
+        .unwrap();
+    // plain TCP with the right cookie: refused too
+    let plain = node("c").await;
+    plain
+        .tell(&to_b, &2000, None, SendPolicy::Wait)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(rb.try_recv().is_err(), "nothing from the intruders");
+    assert!(b.stats().handshakes_refused >= 2);
+}
