@@ -5,6 +5,19 @@
 //! Without `--seeds` a lighthouse is its own seed and forms the cluster; with several
 //! lighthouses, list them all as seeds in the same order on every node: the first one
 //! forms the cluster, the others join it.
+//!
+//! A cluster by hand, in three terminals (the second and third node are lighthouse
+//! binaries with other roles, standing in for services):
+//!
+//! ```text
+//! cargo run -p lighthouse                                   # 127.0.0.1:4053, management 8558
+//! cargo run -p lighthouse -- --port 4054 --management-port 8559 --roles trader --seeds 127.0.0.1:4053
+//! cargo run -p lighthouse -- --port 4055 --management-port 8560 --roles pricing-engine \
+//!     --seeds akka.tcp://AkkaTrader@127.0.0.1:4053
+//! cargo run -p ctl --bin tradectl -- --addr 127.0.0.1:8558 cluster show
+//! ```
+//!
+//! Ctrl-C (or SIGTERM) on a node makes it leave gracefully and exit 0.
 
 use clap::Parser;
 use runtime::config::ConfigError;
