@@ -418,6 +418,22 @@ impl CoordinatorState {
             } => {
                 if self.handoffs.get(&shard).is_some_and(|h| h.from == region) {
                     self.complete_handoff(shard, entities, now)
+                } else if self.homes.get(&shard) == Some(&region)
+                    && !self.starting.contains_key(&shard)
+                    && !self.handoffs.contains_key(&shard)
+                {
+                    // Its home stopped it for a hand-off a previous coordinator asked
+                    // for: it is free now. (A home that is starting it again sent this
+                    // before its `ShardStarted`, so that case is not taken for it.)
+                    if let Some(r) = self.regions.get_mut(&region) {
+                        r.shards.remove(&shard);
+                    }
+                    self.homes.remove(&shard);
+                    if !entities.is_empty() {
+                        self.remembered.entry(shard).or_default().extend(entities);
+                    }
+                    self.realloc.insert(shard);
+                    self.check_active(now)
                 } else {
                     Vec::new()
                 }
@@ -840,6 +856,47 @@ mod tests {
         );
         run_regions(&mut c, o, now);
         assert_eq!(c.shard_counts(), [(addr(1), 10)].into());
+    }
+
+    #[test]
+    fn a_shard_stopped_for_a_previous_coordinator_is_reallocated() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(
+            cfg(3),
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Up)]),
+        );
+        c.on_wire(
+            CoordinatorWire::Register {
+                region: addr(1),
+                proxy: false,
+                leaving: false,
+                shards: vec![(4, vec![])],
+            },
+            now,
+        );
+        register(&mut c, 2, now);
+        let o = c.on_wire(
+            CoordinatorWire::ShardStopped {
+                region: addr(1),
+                shard: 4,
+                entities: vec![],
+            },
+            now,
+        );
+        assert_eq!(o.len(), 1);
+        assert!(matches!(o[0].1, RegionWire::HostShard { shard: 4, .. }));
+        // A late duplicate from the region that is starting it again changes nothing.
+        let target = o[0].0.clone();
+        let o = c.on_wire(
+            CoordinatorWire::ShardStopped {
+                region: target.clone(),
+                shard: 4,
+                entities: vec![],
+            },
+            now,
+        );
+        assert!(o.is_empty());
+        assert_eq!(c.homes()[&4], target);
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! Entities are spawned off the region's task (their `pre_start`, e.g. a journal
 //! replay, never blocks routing); messages that arrive meanwhile queue in order.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -151,6 +151,8 @@ struct PendingStats {
 
 struct Shutdown {
     acked: bool,
+    /// Shards hosted here when the shutdown began: done when each has a new home.
+    own: BTreeSet<ShardId>,
     ports: Vec<RpcReplyPort<()>>,
 }
 
@@ -163,6 +165,7 @@ pub struct Region<M> {
     me: NodeAddress,
     members: Membership,
     coordinator: Option<NodeAddress>,
+    prev_coordinator: Option<NodeAddress>,
     coord_ref: Option<ResolvedRef<CoordinatorWire>>,
     registered: bool,
     homes: HashMap<ShardId, NodeAddress>,
@@ -263,6 +266,7 @@ where
         let shards = self
             .shards
             .iter()
+            .filter(|(_, sh)| !sh.stopping)
             .map(|(s, sh)| {
                 let ids = if self.s.remember_entities {
                     sh.entities.keys().cloned().collect()
@@ -435,6 +439,7 @@ where
         if let Some(t) = self.handing_off.remove(&shard) {
             self.handoffs_seen += 1;
             self.max_pause = self.max_pause.max(t.elapsed());
+            self.check_shutdown_done();
         }
     }
 
@@ -550,10 +555,19 @@ where
     }
 
     fn check_shutdown_done(&mut self) {
-        let done = self
-            .shutdown
-            .as_ref()
-            .is_some_and(|s| s.acked && self.shards.is_empty());
+        // Done when nothing is hosted here and every shard that was has a new home
+        // announced (so a coordinator on this node may stop), or when no other member
+        // with the role could take them.
+        let others = self.members.members.iter().any(|m| {
+            m.address != self.me
+                && m.status == MemberStatus::Up
+                && m.has_role(self.s.role.as_deref())
+        });
+        let done = self.shutdown.as_ref().is_some_and(|s| {
+            s.acked
+                && self.shards.is_empty()
+                && (!others || !s.own.iter().any(|x| self.handing_off.contains_key(x)))
+        });
         if done {
             for p in self.shutdown.as_mut().expect("present").ports.drain(..) {
                 let _ = p.send(());
@@ -606,6 +620,17 @@ where
                     }
                 }
             }
+            RegionWire::ShardHome { shard, home }
+                if !from_coordinator && self.prev_coordinator.as_ref() == Some(&from) =>
+            {
+                // A home the previous coordinator decided before it stopped: informative
+                // only (a stale one costs a forward), so take it.
+                if home != self.me {
+                    self.homes.insert(shard, home);
+                    self.record_pause(shard);
+                    self.flush(myself, shard).await;
+                }
+            }
             _ if !from_coordinator => {
                 debug!(from = %from, "coordinator message from a node that is not the coordinator; ignored");
             }
@@ -614,11 +639,13 @@ where
                     info!(type_name = %self.type_name, coordinator = %from, "region registered");
                 }
                 self.registered = true;
+                // The coordinator's allocation is authoritative: it also ends hand-offs
+                // that a previous coordinator began and never finished telling us about.
                 for (s, h) in homes {
-                    if !self.handing_off.contains_key(&s)
-                        && (h != self.me || self.shards.contains_key(&s))
-                    {
+                    let stopping_here = self.shards.get(&s).is_some_and(|sh| sh.stopping);
+                    if !stopping_here && (h != self.me || self.shards.contains_key(&s)) {
                         self.homes.insert(s, h);
+                        self.record_pause(s);
                     }
                 }
                 let shards: Vec<ShardId> = self.buffers.keys().copied().collect();
@@ -642,6 +669,7 @@ where
                 self.host_shard(myself, shard, entities).await
             }
             RegionWire::ShardHome { shard, home } => {
+                debug!(node = %self.me, shard, home = %home, moving = self.handing_off.contains_key(&shard), "shard home");
                 if home == self.me && !self.shards.contains_key(&shard) {
                     self.host_shard(myself, shard, Vec::new()).await;
                     return;
@@ -659,6 +687,7 @@ where
                 self.flush(myself, shard).await;
             }
             RegionWire::BeginHandOff { shard } => {
+                debug!(node = %self.me, shard, "begin hand-off");
                 self.handing_off.entry(shard).or_insert_with(Instant::now);
                 self.send_coordinator(CoordinatorWire::BeginHandOffAck {
                     region: self.me.clone(),
@@ -712,7 +741,7 @@ where
         let c = self.members.coordinator_node(self.s.role.as_deref());
         if c != self.coordinator {
             info!(type_name = %self.type_name, coordinator = ?c.as_ref().map(|a| a.to_string()), "shard coordinator changed");
-            self.coordinator = c.clone();
+            self.prev_coordinator = std::mem::replace(&mut self.coordinator, c.clone());
             self.registered = false;
             self.coord_ref = c.map(|n| {
                 self.remoting
@@ -727,7 +756,21 @@ where
         if !self.registered {
             self.register().await;
         } else {
-            let shards: Vec<ShardId> = self.buffers.keys().copied().collect();
+            // Shards with waiting messages, and hand-offs whose end was not announced
+            // (e.g. the coordinator moved meanwhile): ask where they live.
+            let now = Instant::now();
+            let retry = self.s.retry_interval;
+            let shards: BTreeSet<ShardId> = self
+                .buffers
+                .keys()
+                .copied()
+                .chain(
+                    self.handing_off
+                        .iter()
+                        .filter(|(_, t)| now.duration_since(**t) >= retry)
+                        .map(|(s, _)| *s),
+                )
+                .collect();
             for s in shards {
                 self.request_home(s).await;
             }
@@ -964,6 +1007,7 @@ where
             me,
             members: Membership::default(),
             coordinator: None,
+            prev_coordinator: None,
             coord_ref: None,
             registered: false,
             homes: HashMap::new(),
@@ -1072,8 +1116,10 @@ where
                 match &mut st.shutdown {
                     Some(s) => s.ports.push(port),
                     None => {
+                        let own = st.shards.keys().copied().collect();
                         st.shutdown = Some(Shutdown {
                             acked: false,
+                            own,
                             ports: vec![port],
                         })
                     }

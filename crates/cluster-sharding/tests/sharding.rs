@@ -1,0 +1,346 @@
+//! Sharding across real nodes over TCP (in one process, fast timings, OS-chosen ports):
+//! allocation and rebalance, a graceful leave under load with exactly-once application,
+//! and the re-allocation of a killed node's shards with recovery from the journal.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use cluster_sharding::{ShardRegion, shard_of};
+use common::*;
+use persistence::InMemoryStore;
+
+/// Entity ids `prefix-i`, enough to cover every one of `shards` shards.
+fn ids_covering(prefix: &str, shards: u32, per_shard: usize) -> Vec<String> {
+    let mut per: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while per.len() < shards as usize || per.values().any(|c| *c < per_shard) {
+        let id = format!("{prefix}-{i}");
+        let c = per.entry(shard_of(&id, shards)).or_default();
+        if *c < per_shard {
+            *c += 1;
+            out.push(id);
+        }
+        i += 1;
+    }
+    out
+}
+
+async fn shard_counts(r: &ShardRegion<Cmd>) -> Vec<usize> {
+    let s = r.cluster_stats().await.unwrap();
+    let mut v: Vec<usize> = s.regions.iter().map(|r| r.shards).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_shards_split_evenly_and_rebalance_when_a_node_joins() {
+    let journal = Arc::new(InMemoryStore::new());
+    let rebalance = Duration::from_millis(1000);
+    let a = start_node(&[], &[ROLE]).await;
+    let seeds = [addr(&a)];
+    let b = start_node(&seeds, &[ROLE]).await;
+    wait_up(&[&a, &b], 2).await;
+    let mut regions = Vec::new();
+    for n in [&a, &b] {
+        let f = CounterFactory {
+            journal: journal.clone(),
+            remoting: n.remoting().clone(),
+            shared: Arc::default(),
+        };
+        regions.push(
+            ShardRegion::start_on_node(settings("rebalance", rebalance), f, n)
+                .await
+                .unwrap(),
+        );
+    }
+    let (reply_to, mut acks) = ack_sink(&a, "acks").await;
+    let cmds: Vec<(String, u64)> = ids_covering("e", 30, 2)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (e, i as u64))
+        .collect();
+    let rep = send_until_acked(
+        &regions[0],
+        &reply_to,
+        &mut acks,
+        &cmds,
+        Pace::new(100, 500, 30),
+        |_| {},
+    )
+    .await;
+    assert_eq!(rep.acked, cmds.len());
+    let counts = shard_counts(&regions[1]).await;
+    assert_eq!(counts.iter().sum::<usize>(), 30, "{counts:?}");
+    assert!(
+        counts.iter().all(|c| (14..=16).contains(c)),
+        "15/15 +-1: {counts:?}"
+    );
+
+    let c = start_node(&seeds, &[ROLE]).await;
+    let f = CounterFactory {
+        journal: journal.clone(),
+        remoting: c.remoting().clone(),
+        shared: Arc::default(),
+    };
+    regions.push(
+        ShardRegion::start_on_node(settings("rebalance", rebalance), f, &c)
+            .await
+            .unwrap(),
+    );
+    wait_up(&[&a, &b, &c], 3).await;
+    let joined = Instant::now();
+    let ok = eventually(Duration::from_secs(10), || async {
+        shard_counts(&regions[2]).await == vec![10, 10, 10]
+    })
+    .await;
+    let took = joined.elapsed();
+    assert!(ok, "no 10/10/10: {:?}", shard_counts(&regions[2]).await);
+    assert!(
+        took <= rebalance * 2,
+        "rebalanced in {took:?}, more than two intervals"
+    );
+    // Every entity is still reachable after the moves, with its state.
+    let more: Vec<(String, u64)> = cmds.iter().map(|(e, i)| (e.clone(), i + 10_000)).collect();
+    let rep = send_until_acked(
+        &regions[2],
+        &reply_to,
+        &mut acks,
+        &more,
+        Pace::new(100, 500, 30),
+        |_| {},
+    )
+    .await;
+    assert!(rep.counts.values().all(|c| *c == 2), "{:?}", rep.counts);
+    for n in [&a, &b, &c] {
+        n.halt().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_leave_under_load_applies_every_command_exactly_once() {
+    let journal = Arc::new(InMemoryStore::new());
+    let a = start_node(&[], &[ROLE]).await;
+    let seeds = [addr(&a)];
+    let b = start_node(&seeds, &[ROLE]).await;
+    let c = start_node(&seeds, &[ROLE]).await;
+    wait_up(&[&a, &b, &c], 3).await;
+    let mut regions = Vec::new();
+    let mut shared = Vec::new();
+    for n in [&a, &b, &c] {
+        let sh = Arc::new(common::Shared::default());
+        shared.push(sh.clone());
+        let f = CounterFactory {
+            journal: journal.clone(),
+            remoting: n.remoting().clone(),
+            shared: sh,
+        };
+        regions.push(
+            ShardRegion::start_on_node(settings("leave", Duration::from_secs(1)), f, n)
+                .await
+                .unwrap(),
+        );
+    }
+    let (reply_to, mut acks) = ack_sink(&a, "acks").await;
+    let entities: Vec<String> = (0..100).map(|i| format!("acct-{i}")).collect();
+    let cmds: Vec<(String, u64)> = (0..10_000u64)
+        .map(|i| (entities[(i % 100) as usize].clone(), i))
+        .collect();
+    let b_state = regions[1].clone();
+    // Every entity started (so b hosts shards with live entities) before the leave.
+    let warm: Vec<(String, u64)> = entities
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.clone(), 1_000_000 + i as u64))
+        .collect();
+    send_until_acked(
+        &regions[0],
+        &reply_to,
+        &mut acks,
+        &warm,
+        Pace::new(100, 300, 30),
+        |_| {},
+    )
+    .await;
+    let before = b_state.state().await.unwrap();
+    assert!(
+        before.entity_count() > 0,
+        "b hosts entities before it leaves"
+    );
+    let mut left = false;
+    let rep = send_until_acked(
+        &regions[0],
+        &reply_to,
+        &mut acks,
+        &cmds,
+        Pace::new(400, 300, 120),
+        |n| {
+            if n >= 3_000 && !left {
+                left = true;
+                b.leave();
+            }
+        },
+    )
+    .await;
+    assert!(left);
+    assert_eq!(rep.acked, 10_000);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(20), b.terminated())
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        b_state
+            .state()
+            .await
+            .map(|s| s.shards.is_empty())
+            .unwrap_or(true)
+    );
+    let mut all = BTreeSet::new();
+    for e in &entities {
+        let ids = journal_ids(&journal, &format!("counter-{e}")).await;
+        let distinct: BTreeSet<u64> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len(), "{e}: a command applied twice");
+        assert_eq!(ids.len(), 101, "{e}: {} commands", ids.len());
+        assert_eq!(rep.counts[&format!("counter-{e}")], 101);
+        all.extend(distinct.into_iter().filter(|i| *i < 1_000_000));
+    }
+    assert_eq!(all, (0..10_000).collect::<BTreeSet<u64>>(), "none lost");
+    for sh in &shared {
+        assert_eq!(
+            sh.rejected_writes.load(Ordering::Relaxed),
+            0,
+            "two writers of one entity"
+        );
+    }
+    let stats = regions[0].cluster_stats().await.unwrap();
+    assert_eq!(stats.regions.len(), 2, "{stats:?}");
+    assert!(
+        !stats
+            .regions
+            .iter()
+            .any(|r| r.address == addr(&b).to_string())
+    );
+    let survivors = [
+        regions[0].state().await.unwrap(),
+        regions[2].state().await.unwrap(),
+    ];
+    assert!(
+        survivors
+            .iter()
+            .all(|s| s.handoffs_seen >= before.shards.len() as u64),
+        "{survivors:?}"
+    );
+    println!(
+        "graceful leave: {} shards / {} entities handed off; {} re-sends; longest ack {:?}; longest pause {} ms",
+        before.shards.len(),
+        before.entity_count(),
+        rep.retries,
+        rep.max_latency,
+        survivors
+            .iter()
+            .map(|s| s.max_handoff_pause_ms)
+            .max()
+            .unwrap()
+    );
+    for n in [&a, &c] {
+        n.halt().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_nodes_shards_move_and_their_entities_recover_from_the_journal() {
+    let journal = Arc::new(InMemoryStore::new());
+    let a = start_node(&[], &[ROLE]).await;
+    let seeds = [addr(&a)];
+    let b = start_node(&seeds, &[ROLE]).await;
+    let c = start_node(&seeds, &[ROLE]).await;
+    wait_up(&[&a, &b, &c], 3).await;
+    let mut regions = Vec::new();
+    for n in [&a, &b, &c] {
+        let f = CounterFactory {
+            journal: journal.clone(),
+            remoting: n.remoting().clone(),
+            shared: Arc::default(),
+        };
+        regions.push(
+            ShardRegion::start_on_node(settings("kill", Duration::from_secs(1)), f, n)
+                .await
+                .unwrap(),
+        );
+    }
+    let (reply_to, mut acks) = ack_sink(&a, "acks").await;
+    let entities: Vec<String> = (0..100).map(|i| format!("k-{i}")).collect();
+    let cmds: Vec<(String, u64)> = (0..1_000u64)
+        .map(|i| (entities[(i % 100) as usize].clone(), i))
+        .collect();
+    let rep = send_until_acked(
+        &regions[0],
+        &reply_to,
+        &mut acks,
+        &cmds,
+        Pace::new(200, 500, 30),
+        |_| {},
+    )
+    .await;
+    assert_eq!(rep.acked, 1_000);
+    let on_b = regions[1].state().await.unwrap();
+    assert!(!on_b.shards.is_empty(), "b hosts shards");
+    let b_entities: Vec<String> = on_b
+        .shards
+        .iter()
+        .flat_map(|s| s.entities.clone())
+        .collect();
+    assert!(!b_entities.is_empty());
+
+    b.halt().await;
+    let gone = addr(&b).to_string();
+    for n in [&a, &c] {
+        assert!(
+            n.cluster()
+                .wait_until(
+                    |s| !s.members.iter().any(|m| m.node == gone),
+                    Duration::from_secs(30)
+                )
+                .await,
+            "b was not downed and removed"
+        );
+    }
+    let more: Vec<(String, u64)> = (1_000..2_000u64)
+        .map(|i| (entities[(i % 100) as usize].clone(), i))
+        .collect();
+    let rep = send_until_acked(
+        &regions[2],
+        &reply_to,
+        &mut acks,
+        &more,
+        Pace::new(200, 500, 60),
+        |_| {},
+    )
+    .await;
+    assert_eq!(rep.acked, 1_000);
+    for e in &entities {
+        assert_eq!(
+            rep.counts[&format!("counter-{e}")],
+            20,
+            "{e} recovered its 10 commands and applied 10 more"
+        );
+    }
+    let stats = regions[0].cluster_stats().await.unwrap();
+    assert_eq!(stats.regions.len(), 2, "{stats:?}");
+    assert!(stats.failed.is_empty());
+    let hosted: usize = stats.regions.iter().map(|r| r.entities).sum();
+    assert_eq!(hosted, 100, "every entity runs on a or c: {stats:?}");
+    for e in &b_entities {
+        let ids = journal_ids(&journal, &format!("counter-{e}")).await;
+        assert_eq!(ids.len(), 20);
+    }
+    for n in [&a, &c] {
+        n.halt().await;
+    }
+}
