@@ -1,0 +1,266 @@
+//! Traces across simulated nodes: three tracer "nodes" in one process, each with its own
+//! subscriber and `service.instance.id`, hand the trace context to each other over real TCP
+//! connections as a `traceparent` string, and export through the real OTLP/HTTP exporter to
+//! an in-test collector. One trace with correct parent links must come out.
+
+use std::time::Duration;
+
+use telemetry::testing::{OtlpCollector, ReceivedSpan};
+use telemetry::{LogFormat, SamplerConfig, Telemetry, TelemetryBuilder};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+use tracing::instrument::WithSubscriber;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn node(
+    collector: &OtlpCollector,
+    service: &str,
+    instance: &str,
+    sampler: SamplerConfig,
+) -> Telemetry {
+    TelemetryBuilder::new(service)
+        .instance_id(instance)
+        .log_format(LogFormat::Off)
+        .sampler(sampler)
+        .otlp_endpoint(&collector.endpoint())
+        .build()
+        .expect("telemetry builds")
+}
+
+/// Flushes and shuts a node's providers down off the async workers (the SDK blocks).
+async fn finish(nodes: Vec<Telemetry>) {
+    tokio::task::spawn_blocking(move || {
+        for n in nodes {
+            n.guard.flush().expect("flush");
+            drop(n);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Reads one line (a traceparent or `-` for none) from a fresh connection.
+async fn receive_one(listener: &TcpListener) -> Option<String> {
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await.unwrap();
+    let line = line.trim().to_owned();
+    (line != "-").then_some(line)
+}
+
+async fn send_one(addr: std::net::SocketAddr, traceparent: Option<String>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let line = traceparent.unwrap_or_else(|| "-".into());
+    s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
+}
+
+fn by_name<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_follows_a_message_across_three_nodes_over_tcp() {
+    let collector = OtlpCollector::start().await.unwrap();
+    let on = SamplerConfig::ParentBasedAlwaysOn;
+    let traders = node(&collector, "traders", "traders-0", on);
+    let book = node(&collector, "trade-processor", "trade-processor-1", on);
+    let pricing = node(&collector, "pricing", "pricing-0", on);
+
+    let book_in = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pricing_in = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let book_addr = book_in.local_addr().unwrap();
+    let pricing_addr = pricing_in.local_addr().unwrap();
+
+    // pricing: consumes the match.
+    let pricing_task = tokio::spawn(
+        async move {
+            let tp = receive_one(&pricing_in).await;
+            let span = telemetry::span_with_parent("pricing.consume-match", tp.as_deref());
+            async { tokio::time::sleep(Duration::from_millis(1)).await }
+                .instrument(span)
+                .await;
+        }
+        .with_subscriber(pricing.dispatch.clone()),
+    );
+    // order book: handles the order, writes the journal (child span), publishes the match.
+    let book_task = tokio::spawn(
+        async move {
+            let tp = receive_one(&book_in).await;
+            assert!(tp.is_some(), "the trader's context arrived");
+            let span = telemetry::span_with_parent("orderBook.place-order", tp.as_deref());
+            async move {
+                async { tokio::time::sleep(Duration::from_millis(1)).await }
+                    .instrument(tracing::info_span!("journal.write"))
+                    .await;
+                send_one(pricing_addr, telemetry::current_traceparent()).await;
+            }
+            .instrument(span)
+            .await;
+        }
+        .with_subscriber(book.dispatch.clone()),
+    );
+    // trader: places the order.
+    let sent = async {
+        let span = tracing::info_span!("trader.place-order");
+        async {
+            let tp = telemetry::current_traceparent();
+            send_one(book_addr, tp.clone()).await;
+            tp
+        }
+        .instrument(span)
+        .await
+    }
+    .with_subscriber(traders.dispatch.clone())
+    .await
+    .expect("a sampled span has a traceparent");
+
+    book_task.await.unwrap();
+    pricing_task.await.unwrap();
+    finish(vec![traders, book, pricing]).await;
+
+    let spans = collector.wait_for_spans(4, WAIT).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let trader = by_name(&spans, "trader.place-order");
+    let handle = by_name(&spans, "orderBook.place-order");
+    let journal = by_name(&spans, "journal.write");
+    let consume = by_name(&spans, "pricing.consume-match");
+
+    // One trace, started by the trader, whose traceparent carried its ids.
+    assert!(
+        spans.iter().all(|s| s.trace_id == trader.trace_id),
+        "{spans:#?}"
+    );
+    assert_eq!(
+        sent,
+        format!("00-{}-{}-01", trader.trace_id, trader.span_id)
+    );
+    assert_eq!(trader.parent_span_id, None);
+    assert_eq!(
+        handle.parent_span_id.as_deref(),
+        Some(trader.span_id.as_str())
+    );
+    assert_eq!(
+        journal.parent_span_id.as_deref(),
+        Some(handle.span_id.as_str())
+    );
+    assert_eq!(
+        consume.parent_span_id.as_deref(),
+        Some(handle.span_id.as_str())
+    );
+
+    // Three nodes, told apart by their resource.
+    let node_of = |s: &ReceivedSpan| {
+        (
+            s.service_name.clone().unwrap(),
+            s.service_instance_id.clone().unwrap(),
+        )
+    };
+    assert_eq!(node_of(trader), ("traders".into(), "traders-0".into()));
+    assert_eq!(
+        node_of(handle),
+        ("trade-processor".into(), "trade-processor-1".into())
+    );
+    assert_eq!(node_of(journal), node_of(handle));
+    assert_eq!(node_of(consume), ("pricing".into(), "pricing-0".into()));
+    // Receiving spans are consumers (OTLP kind 5).
+    assert_eq!(handle.kind, 5);
+    assert_eq!(consume.kind, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_decision_travels_and_the_receiver_follows_it() {
+    let collector = OtlpCollector::start().await.unwrap();
+    // The sender samples nothing; the receiver would sample every root it starts itself.
+    let sender = node(
+        &collector,
+        "traders",
+        "traders-0",
+        SamplerConfig::ParentBasedAlwaysOff,
+    );
+    let receiver = node(
+        &collector,
+        "trade-processor",
+        "tp-0",
+        SamplerConfig::ParentBasedAlwaysOn,
+    );
+
+    let tp = tracing::dispatcher::with_default(&sender.dispatch, || {
+        let _g = tracing::info_span!("trader.place-order").entered();
+        telemetry::current_traceparent()
+    })
+    .expect("an unsampled but valid context still travels");
+    assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{tp}");
+
+    tracing::dispatcher::with_default(&receiver.dispatch, || {
+        // Follows the sender: not sampled, not exported, and passes the decision on.
+        let span = telemetry::span_with_parent("orderBook.place-order", Some(&tp));
+        let _g = span.enter();
+        let onward = telemetry::current_traceparent().unwrap();
+        assert_eq!(&onward[3..35], &tp[3..35], "same trace id");
+        assert!(onward.ends_with("-00"));
+        drop(_g);
+        // A message without context starts a root, which this receiver samples.
+        let _root = telemetry::span_with_parent("orderBook.place-order-root", None).entered();
+    });
+    finish(vec![sender, receiver]).await;
+
+    let spans = collector.wait_for_spans(1, WAIT).await;
+    // Give a wrongly exported span the time to arrive too before judging.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let spans = if spans.len() == 1 {
+        collector.spans()
+    } else {
+        spans
+    };
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["orderBook.place-order-root"], "{spans:#?}");
+    assert_eq!(spans[0].parent_span_id, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_traceparent_starts_a_new_trace() {
+    let collector = OtlpCollector::start().await.unwrap();
+    let n = node(&collector, "pricing", "pricing-0", SamplerConfig::AlwaysOn);
+    let tp = tracing::dispatcher::with_default(&n.dispatch, || {
+        let span = telemetry::span_with_parent("pricing.consume-match", Some("00-not-a-trace-01"));
+        assert!(!telemetry::set_parent(&span, Some("01-zz")));
+        let _g = span.enter();
+        telemetry::current_traceparent().unwrap()
+    });
+    finish(vec![n]).await;
+    let spans = collector.wait_for_spans(1, WAIT).await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].parent_span_id, None);
+    assert_eq!(
+        tp,
+        format!("00-{}-{}-01", spans[0].trace_id, spans[0].span_id)
+    );
+}
+
+#[test]
+fn with_export_off_spans_carry_no_context() {
+    let t = TelemetryBuilder::new("traders")
+        .log_format(LogFormat::Off)
+        .build()
+        .unwrap();
+    assert!(!t.guard.traces_exported());
+    tracing::dispatcher::with_default(&t.dispatch, || {
+        let _g = tracing::info_span!("trader.place-order").entered();
+        assert_eq!(telemetry::current_traceparent(), None);
+        let s = telemetry::span_with_parent(
+            "orderBook.place-order",
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        assert!(!telemetry::set_parent(
+            &s,
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        ));
+        assert_eq!(telemetry::propagation::traceparent_of(&s), None);
+    });
+}
