@@ -447,7 +447,13 @@ impl State {
     /// Everything that follows a change of the state.
     fn after_change(&mut self, before: &Gossip) {
         let events = diff(before, &self.gossip, &self.me);
-        for t in self.gossip.tombstones.difference(&before.tombstones) {
+        let new_tombstones: Vec<&UniqueAddress> = self
+            .gossip
+            .tombstones
+            .keys()
+            .filter(|t| !before.tombstones.contains_key(*t))
+            .collect();
+        for t in new_tombstones {
             self.detectors.remove(t);
             if *t == self.me {
                 continue;
@@ -464,7 +470,7 @@ impl State {
         }
         self.publish(events);
         self.refresh_snapshot();
-        if self.gossip.tombstones.contains(&self.me) {
+        if self.gossip.tombstones.contains_key(&self.me) {
             self.self_removed();
             return;
         }
@@ -632,7 +638,7 @@ impl State {
     }
 
     fn handle_join(&mut self, from: UniqueAddress, roles: BTreeSet<String>) {
-        if !self.joined || self.removed || self.gossip.tombstones.contains(&from) {
+        if !self.joined || self.removed || self.gossip.tombstones.contains_key(&from) {
             return;
         }
         let my_status = self.gossip.member(&self.me).map(|m| m.status);
@@ -665,7 +671,7 @@ impl State {
     }
 
     fn receive_gossip(&mut self, from: UniqueAddress, remote: Gossip) {
-        if remote.tombstones.contains(&self.me) {
+        if remote.tombstones.contains_key(&self.me) {
             let before = self.gossip.clone();
             self.gossip = self.gossip.merge(&remote);
             self.after_change(&before);
@@ -773,6 +779,10 @@ impl State {
             self.self_removed();
             return;
         }
+        self.gossip.prune_tombstones(
+            crate::membership::TOMBSTONE_TTL,
+            crate::membership::now_millis(),
+        );
         // leader actions
         let before = self.gossip.clone();
         let acts = leader_actions(&mut self.gossip, &self.me, &self.cfg.min_members);

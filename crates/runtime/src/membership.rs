@@ -10,7 +10,8 @@
 //! - Merge of concurrent versions keeps, per member, the status that is furthest along
 //!   (Joining < Up < Leaving < Exiting < Down < Removed), so a Down never reverts.
 //! - Removed members leave the member list and become tombstones, so an old version of
-//!   the state can never bring them back.
+//!   the state can never bring them back; each node forgets tombstones older than
+//!   [`TOMBSTONE_TTL`] (Akka's `prune-gossip-tombstones-after`).
 //! - Reachability: each observer owns one record (versioned by the observer) listing the
 //!   members it cannot reach; a member is unreachable when any live observer says so.
 //! - Convergence: every member that is not Down has seen the current version, and every
@@ -25,6 +26,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::address::{NodeAddress, UniqueAddress};
+
+/// How long a removed member's tombstone is kept.
+pub const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Milliseconds since the Unix epoch (tombstone timestamps).
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Lifecycle status of a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -169,8 +180,8 @@ pub struct Gossip {
     pub seen: BTreeSet<UniqueAddress>,
     /// Reachability records by observer.
     pub reachability: BTreeMap<UniqueAddress, ObserverRecord>,
-    /// Removed members (never to come back).
-    pub tombstones: BTreeSet<UniqueAddress>,
+    /// Removed members (never to come back), with the time of removal (ms since epoch).
+    pub tombstones: BTreeMap<UniqueAddress, u64>,
 }
 
 impl Gossip {
@@ -318,16 +329,25 @@ impl Gossip {
                 rec.version += 1;
             }
         }
-        self.tombstones.insert(a.clone());
+        self.tombstones.insert(a.clone(), now_millis());
+    }
+
+    /// Forgets tombstones older than `ttl` (a local clean-up; the version is unchanged).
+    pub fn prune_tombstones(&mut self, ttl: std::time::Duration, now_ms: u64) {
+        let limit = now_ms.saturating_sub(ttl.as_millis() as u64);
+        self.tombstones.retain(|_, t| *t >= limit);
     }
 
     /// Merges two concurrent versions (commutative; `seen` is left empty).
     pub fn merge(&self, other: &Gossip) -> Gossip {
-        let tombstones: BTreeSet<UniqueAddress> =
-            self.tombstones.union(&other.tombstones).cloned().collect();
+        let mut tombstones = self.tombstones.clone();
+        for (a, t) in &other.tombstones {
+            let e = tombstones.entry(a.clone()).or_insert(*t);
+            *e = (*e).max(*t);
+        }
         let mut members = BTreeMap::new();
         for m in self.members.values().chain(other.members.values()) {
-            if tombstones.contains(&m.address) {
+            if tombstones.contains_key(&m.address) {
                 continue;
             }
             members
@@ -350,9 +370,9 @@ impl Gossip {
                 }
             }
         }
-        reachability.retain(|o, _| !tombstones.contains(o));
+        reachability.retain(|o, _| !tombstones.contains_key(o));
         for r in reachability.values_mut() {
-            r.unreachable.retain(|s| !tombstones.contains(s));
+            r.unreachable.retain(|s| !tombstones.contains_key(s));
         }
         Gossip {
             members,
@@ -542,7 +562,14 @@ mod tests {
         assert!(g.converged());
         let acts = leader_actions(&mut g, &ua(1), &MinMembers::default());
         assert_eq!(acts.removed, vec![ua(3)]);
-        assert!(g.tombstones.contains(&ua(3)));
+        assert!(g.tombstones.contains_key(&ua(3)));
+        g.prune_tombstones(TOMBSTONE_TTL, now_millis());
+        assert!(g.tombstones.contains_key(&ua(3)));
+        g.prune_tombstones(
+            TOMBSTONE_TTL,
+            now_millis() + TOMBSTONE_TTL.as_millis() as u64 + 1,
+        );
+        assert!(g.tombstones.is_empty());
         assert!(g.unreachable().is_empty());
     }
 
@@ -579,7 +606,7 @@ mod tests {
         assert_eq!(m1, m2);
         assert_eq!(m1.member(&ua(2)).unwrap().status, MemberStatus::Down);
         assert!(m1.member(&ua(3)).is_none());
-        assert!(m1.tombstones.contains(&ua(3)));
+        assert!(m1.tombstones.contains_key(&ua(3)));
     }
 
     #[test]
