@@ -67,8 +67,12 @@ if errorlevel 1 (
 )
 call :kube --namespace %NAMESPACE% apply -f k8s\environment\mongodb.yaml || goto failed
 call :kube --namespace %NAMESPACE% apply -f k8s\environment\jaeger.yaml || goto failed
+call :kube --namespace %NAMESPACE% apply -f k8s\environment\prometheus.yaml || goto failed
+call :kube --namespace %NAMESPACE% apply -f k8s\environment\grafana.yaml || goto failed
 call :kube --namespace %NAMESPACE% rollout status statefulset/mongodb --timeout=%ROLLOUT_TIMEOUT% || goto failed
 call :kube --namespace %NAMESPACE% rollout status deployment/jaeger --timeout=%ROLLOUT_TIMEOUT% || goto failed
+call :kube --namespace %NAMESPACE% rollout status deployment/prometheus --timeout=%ROLLOUT_TIMEOUT% || goto failed
+call :kube --namespace %NAMESPACE% rollout status deployment/grafana --timeout=%ROLLOUT_TIMEOUT% || goto failed
 
 echo ==^> services
 if /i "%DISCOVERY%"=="kubernetes-api" goto apply_discovery
@@ -106,6 +110,7 @@ if defined ADDRESS (
   echo   kubectl --namespace %NAMESPACE% port-forward service/pricing-ui 8080:80   ^(http://localhost:8080^)
 )
 echo traces:    kubectl --namespace %NAMESPACE% port-forward service/jaeger 16686:16686   ^(http://localhost:16686^)
+echo metrics:   kubectl --namespace %NAMESPACE% port-forward service/grafana 3000:3000   ^(http://localhost:3000^)
 echo members:   kubectl --namespace %NAMESPACE% exec lighthouse-0 -c lighthouse -- tradectl --addr 127.0.0.1:8558 cluster show
 echo more load: kubectl --namespace %NAMESPACE% scale statefulsets traders --replicas=4
 popd

@@ -12,8 +12,9 @@
 # Environment: ROLLOUT_TIMEOUT (default 300s) bounds the wait for each workload.
 #
 # Steps: check kubectl and print its context; create the namespace; apply k8s/environment/
-# (Secret, MongoDB, Jaeger) and wait for it; apply the services and wait for each rollout in
-# start order (seeds first); print where the dashboard is. Any failure stops with exit code 1.
+# (Secret, MongoDB, Jaeger, Prometheus, Grafana) and wait for it; apply the services and wait for
+# each rollout in start order (seeds first); print where the dashboard is. Any failure stops with
+# exit code 1.
 set -euo pipefail
 
 readonly NAMESPACE="akka-cqrs"
@@ -52,8 +53,13 @@ done
 
 # Manifests in apply order. Environment first (the services need MongoDB and the Secret), then the
 # seeds, then the members, then the dashboard.
-environment_files=(k8s/environment/mongodb.yaml k8s/environment/jaeger.yaml)
-environment_workloads=(statefulset/mongodb deployment/jaeger)
+environment_files=(
+  k8s/environment/mongodb.yaml
+  k8s/environment/jaeger.yaml
+  k8s/environment/prometheus.yaml
+  k8s/environment/grafana.yaml
+)
+environment_workloads=(statefulset/mongodb deployment/jaeger deployment/prometheus deployment/grafana)
 case "$discovery" in
   seeds)
     service_files=(
@@ -138,5 +144,6 @@ else
   echo "  kubectl --namespace $NAMESPACE port-forward service/pricing-ui 8080:80   # http://localhost:8080"
 fi
 echo "traces:    kubectl --namespace $NAMESPACE port-forward service/jaeger 16686:16686   # http://localhost:16686"
+echo "metrics:   kubectl --namespace $NAMESPACE port-forward service/grafana 3000:3000   # http://localhost:3000"
 echo "members:   kubectl --namespace $NAMESPACE exec lighthouse-0 -c lighthouse -- tradectl --addr 127.0.0.1:8558 cluster show"
 echo "more load: kubectl --namespace $NAMESPACE scale statefulsets traders --replicas=4"
