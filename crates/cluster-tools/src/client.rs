@@ -1235,3 +1235,27 @@ impl ClusterClient {
         self.actor.stop(None);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contact_lists_parse_like_cluster_seeds() {
+        let c = parse_contacts(
+            "akka.tcp://AkkaTrader@lighthouse-0:4053, 10.0.0.2:4053\tOther@h:1",
+            "AkkaTrader",
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            vec![
+                NodeAddress::new("AkkaTrader", "lighthouse-0", 4053),
+                NodeAddress::new("AkkaTrader", "10.0.0.2", 4053),
+                NodeAddress::new("Other", "h", 1),
+            ]
+        );
+        assert!(parse_contacts("", "S").unwrap().is_empty());
+        assert!(parse_contacts("h:1,nope", "S").is_err());
+    }
+}

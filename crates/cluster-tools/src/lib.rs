@@ -12,6 +12,8 @@
 //! Nothing here knows about trading; topics, services and singletons are named by the
 //! code that uses them.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod pubsub;
 pub mod singleton;

@@ -1056,3 +1056,27 @@ fn receive(sh: &Shared, inb: Inbound<'_>) -> Result<MediatorMsg, postcard::Error
         _ => Err(postcard::Error::DeserializeBadEnum),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_truncation_is_refused() {
+        let f = frame(KIND_GROUP, "MSFT-Match", Some("g1"), b"payload");
+        assert_eq!(f[0], KIND_GROUP);
+        let (topic, rest) = take_str(&f[1..]).unwrap();
+        let (group, payload) = take_str(rest).unwrap();
+        assert_eq!(
+            (topic, group, payload),
+            ("MSFT-Match", "g1", &b"payload"[..])
+        );
+        let p = frame(KIND_PUBLISH, "MSFT-price", None, b"");
+        let (topic, payload) = take_str(&p[1..]).unwrap();
+        assert_eq!((topic, payload.len()), ("MSFT-price", 0));
+        for cut in 1..5 + "MSFT-price".len() {
+            assert!(take_str(&p[1..cut]).is_none(), "cut at {cut}");
+        }
+        assert!(take_str(&[255, 255, 255, 255, b'a']).is_none());
+    }
+}
