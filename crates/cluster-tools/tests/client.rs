@@ -314,6 +314,12 @@ async fn client_buffers_a_bounded_number_of_messages_until_connected() {
     for k in 0..15u64 {
         client.send("/user/sink", &k, None).unwrap();
     }
+    eventually(
+        Duration::from_secs(5),
+        "5 dropped from the buffer",
+        || async { client.stats().await.dropped == 5 },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(client.receptionist().await, None);
     assert_eq!(client.stats().await.dropped, 5);
