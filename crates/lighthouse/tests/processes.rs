@@ -203,6 +203,7 @@ fn five_processes_form_one_cluster_then_survive_kill_term_and_leave() {
         );
     }
     let detect = killed.elapsed();
+    println!("kill -9 seen unreachable on every node after {detect:?}");
     assert!(detect < Duration::from_secs(8), "detected after {detect:?}");
     let rest: BTreeSet<String> = nodes.iter().map(Proc::address).collect();
     for n in &nodes {

@@ -265,3 +265,35 @@ async fn a_three_two_partition_keeps_the_majority_and_stops_the_minority() {
         assert!(!n.coordinated_shutdown().is_terminated());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_discovery_forms_a_cluster_from_the_records_of_a_name() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // `localhost` resolves to this node (127.0.0.1, maybe also ::1, which sorts after it)
+    let n = start_with(&[], |c| {
+        c.remoting.port = port;
+        c.cluster.discovery = runtime::discovery::Discovery::Dns {
+            name: "localhost".into(),
+            port,
+            system: "AkkaTrader".into(),
+            required_contact_points: 1,
+        };
+    })
+    .await;
+    assert!(wait_all(&[&n], Duration::from_secs(10), |v| all_up(v, 1)).await);
+    // a second node finds the same records, is not the lowest, and joins the first
+    let m = start_with(&[], |c| {
+        c.cluster.discovery = runtime::discovery::Discovery::Dns {
+            name: "localhost".into(),
+            port,
+            system: "AkkaTrader".into(),
+            required_contact_points: 1,
+        };
+    })
+    .await;
+    assert!(wait_all(&[&n, &m], Duration::from_secs(10), |v| all_up(v, 2)).await);
+}
