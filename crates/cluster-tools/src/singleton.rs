@@ -131,6 +131,7 @@ enum ProxyProto {
 
 type SpawnFuture<M> = Pin<Box<dyn Future<Output = Result<ActorRef<M>, SpawnErr>> + Send>>;
 type Factory<M> = Arc<dyn Fn(ActorCell) -> SpawnFuture<M> + Send + Sync>;
+type Decode<M> = Arc<dyn Fn(Inbound<'_>) -> Result<M, postcard::Error> + Send + Sync>;
 
 /// Local messages of a manager.
 enum ManagerMsg {
@@ -149,6 +150,7 @@ struct ManagerArgs<M> {
     name: String,
     settings: SingletonSettings,
     factory: Factory<M>,
+    decode: Decode<M>,
     snapshot: ClusterSnapshot,
 }
 
@@ -159,6 +161,7 @@ struct ManagerState<M> {
     instance_name: String,
     settings: SingletonSettings,
     factory: Factory<M>,
+    decode: Decode<M>,
     snapshot: ClusterSnapshot,
     instance: Option<ActorRef<M>>,
     stopping: Option<ActorRef<M>>,
@@ -174,7 +177,7 @@ struct ManagerState<M> {
     stop_waiters: Vec<RpcReplyPort<()>>,
 }
 
-impl<M: ractor::Message + DeserializeOwned> ManagerState<M> {
+impl<M: ractor::Message> ManagerState<M> {
     fn members(&self) -> Vec<MemberView> {
         view::members(&self.snapshot, self.settings.role.as_deref())
     }
@@ -342,7 +345,9 @@ impl<M: ractor::Message + DeserializeOwned> ManagerState<M> {
         match (self.factory)(myself.get_cell()).await {
             Ok(inst) => {
                 info!(singleton = %self.name, node = %self.me.address, "singleton instance started");
-                self.remoting.register(&self.instance_name, inst.clone());
+                let decode = self.decode.clone();
+                self.remoting
+                    .register_with(&self.instance_name, inst.clone(), move |inb| decode(inb));
                 self.instance = Some(inst);
                 for p in std::mem::take(&mut self.pending_identify) {
                     self.send_proxy(&p, &ProxyProto::Located);
@@ -357,7 +362,7 @@ impl<M: ractor::Message + DeserializeOwned> ManagerState<M> {
     }
 }
 
-impl<M: ractor::Message + DeserializeOwned> Actor for Manager<M> {
+impl<M: ractor::Message> Actor for Manager<M> {
     type Msg = ManagerMsg;
     type State = ManagerState<M>;
     type Arguments = ManagerArgs<M>;
@@ -375,6 +380,7 @@ impl<M: ractor::Message + DeserializeOwned> Actor for Manager<M> {
             name: a.name,
             settings: a.settings,
             factory: a.factory,
+            decode: a.decode,
             snapshot: a.snapshot,
             instance: None,
             stopping: None,
@@ -522,6 +528,37 @@ impl ClusterSingletonManager {
         F: Fn(ActorCell) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ActorRef<M>, SpawnErr>> + Send + 'static,
     {
+        Self::start_with(
+            cluster,
+            remoting,
+            shutdown,
+            name,
+            settings,
+            factory,
+            |inb| postcard::from_bytes(inb.payload),
+        )
+        .await
+    }
+
+    /// Like [`ClusterSingletonManager::start`], with a function that builds the
+    /// instance's message from the whole inbound delivery (sender, W3C trace context
+    /// sent with [`SingletonProxy::tell_traced`], bytes).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with<M, F, Fut, D>(
+        cluster: &Cluster,
+        remoting: &Remoting,
+        shutdown: &CoordinatedShutdown,
+        name: &str,
+        settings: SingletonSettings,
+        factory: F,
+        decode: D,
+    ) -> Result<Self, SpawnErr>
+    where
+        M: ractor::Message,
+        F: Fn(ActorCell) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ActorRef<M>, SpawnErr>> + Send + 'static,
+        D: Fn(Inbound<'_>) -> Result<M, postcard::Error> + Send + Sync + 'static,
+    {
         let factory: Factory<M> = Arc::new(move |cell| Box::pin(factory(cell)));
         let (actor, _) = Actor::spawn(
             None,
@@ -531,6 +568,7 @@ impl ClusterSingletonManager {
                 name: name.to_string(),
                 settings,
                 factory,
+                decode: Arc::new(decode),
                 snapshot: cluster.state(),
             },
         )

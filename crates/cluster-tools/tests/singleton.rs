@@ -26,13 +26,18 @@ impl Persistable for Beat {
 enum GuardMsg {
     Beat,
     Work(u64),
+    /// Built by the decode function from `Work` and the envelope's trace context.
+    Traced(u64, Option<String>),
 }
+
+const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[derive(Default)]
 struct Log {
     starts: Vec<String>,
     violations: Vec<String>,
     work: Vec<(String, u64)>,
+    traces: Vec<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -78,6 +83,11 @@ impl Actor for Guard {
                 }
             }
             GuardMsg::Work(n) => st.a.log.lock().unwrap().work.push((st.a.node.clone(), n)),
+            GuardMsg::Traced(n, t) => {
+                let mut log = st.a.log.lock().unwrap();
+                log.work.push((st.a.node.clone(), n));
+                log.traces.push(t);
+            }
         }
         Ok(())
     }
@@ -147,14 +157,27 @@ async fn start_manager(
     };
     let (c, r, s) = (n.cluster.clone(), n.remoting.clone(), n.shutdown.clone());
     n.run(async move {
-        ClusterSingletonManager::start(&c, &r, &s, "guard", settings(), move |sup| {
-            let a = args.clone();
-            async move {
-                Actor::spawn_linked(None, Guard, a, sup)
-                    .await
-                    .map(|(r, _)| r)
-            }
-        })
+        ClusterSingletonManager::start_with(
+            &c,
+            &r,
+            &s,
+            "guard",
+            settings(),
+            move |sup| {
+                let a = args.clone();
+                async move {
+                    Actor::spawn_linked(None, Guard, a, sup)
+                        .await
+                        .map(|(r, _)| r)
+                }
+            },
+            |inb| {
+                Ok(match postcard::from_bytes(inb.payload)? {
+                    GuardMsg::Work(n) => GuardMsg::Traced(n, inb.trace_context.map(str::to_string)),
+                    other => other,
+                })
+            },
+        )
         .await
         .unwrap()
     })
@@ -322,7 +345,9 @@ async fn proxy_buffers_a_bounded_number_of_messages_until_an_instance_runs() {
     // the proxy starts before any manager: nothing to route to yet
     let proxy = start_proxy(&nodes[1], 5).await;
     for i in 0..12 {
-        proxy.tell(GuardMsg::Work(i)).unwrap();
+        proxy
+            .tell_traced(GuardMsg::Work(i), (i % 2 == 0).then(|| TP.to_string()))
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(proxy.current().await, None);
@@ -339,4 +364,7 @@ async fn proxy_buffers_a_bounded_number_of_messages_until_an_instance_runs() {
     // the newest five were kept, in order
     let got: Vec<u64> = log.lock().unwrap().work.iter().map(|(_, w)| *w).collect();
     assert_eq!(got, vec![7, 8, 9, 10, 11]);
+    // the trace context travels with each message
+    let traces = log.lock().unwrap().traces.clone();
+    assert_eq!(traces, [None, Some(TP.into()), None, Some(TP.into()), None]);
 }
