@@ -55,6 +55,8 @@
 //! Live queries poll every [`MongoConfig::refresh_interval`] and wake at once on commits made
 //! through the same store.
 
+#![warn(missing_docs)]
+
 mod convert;
 
 use std::time::Duration;
@@ -410,7 +412,11 @@ impl MongoStore {
             }
             match self.commit_events(docs, &token).await {
                 Ok(Commit::Done) => {
-                    self.release(&token).await;
+                    // The events are durable now; removing the reservation is clean-up that
+                    // readers do not depend on (they see the completion marker), so it does
+                    // not delay the acknowledgement.
+                    let store = self.clone();
+                    tokio::spawn(async move { store.release(&token).await });
                     return Ok(());
                 }
                 Ok(Commit::Voided) => {

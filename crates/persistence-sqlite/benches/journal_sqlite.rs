@@ -52,6 +52,9 @@ impl Persistable for Count {
 
 enum Cmd {
     Record(u64, RpcReplyPort<Result<u64, String>>),
+    /// Persist events 1..=n one at a time, each awaited (durable) before the next; answers the
+    /// last sequence number.
+    Burst(u64, RpcReplyPort<Result<u64, String>>),
     Get(RpcReplyPort<u64>),
 }
 
@@ -81,12 +84,39 @@ impl PersistentBehavior for Recorder {
                 let r = ctx.persist(event(n)).await;
                 let _ = reply.send(r.map(|_| ctx.last_sequence_nr()).map_err(|e| e.to_string()));
             }
+            Cmd::Burst(n, reply) => {
+                let mut r = Ok(());
+                for i in 1..=n {
+                    r = ctx.persist(event(i)).await;
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                let _ = reply.send(r.map(|_| ctx.last_sequence_nr()).map_err(|e| e.to_string()));
+            }
             Cmd::Get(reply) => {
                 let _ = reply.send(ctx.state().n);
             }
         }
         Ok(())
     }
+}
+
+/// CPU seconds (user + system) this process has used so far (Linux), to report figures that do
+/// not depend on how busy the rest of the machine is.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn env(name: &str, default: u64) -> u64 {
@@ -120,12 +150,17 @@ async fn main() {
     );
     let p = PersistenceHandle::new(store.clone(), store.clone(), PersistenceConfig::default());
     println!(
-        "SQLite journal bench (WAL, synchronous=FULL, 100-byte events), db in {}",
-        dir.path().display()
+        "SQLite journal bench (WAL, synchronous=FULL, 100-byte events), db in {}, {} CPUs, load average {}",
+        dir.path().display(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        load_average()
     );
 
     // 0. The journal alone: batches of 500 one-event atomic writes from 500 entities, as group
     // commit hands them over (no actors involved).
+    let cpu_before = cpu_seconds();
     let start = Instant::now();
     let rounds = 200u64;
     for round in 1..=rounds {
@@ -147,53 +182,66 @@ async fn main() {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "journal alone: {rounds} calls x 500 atomic writes = {} events in {secs:.2} s = {:.0} events/s durable",
+        "journal alone: {rounds} calls x 500 atomic writes = {} events in {secs:.2} s = {:.0} events/s durable; {:.0} events per CPU-second",
         rounds * 500,
-        (rounds * 500) as f64 / secs
+        (rounds * 500) as f64 / secs,
+        (rounds * 500) as f64 / (cpu_seconds() - cpu_before)
     );
 
-    // 1. Many entities at once.
-    let mut actors = Vec::new();
-    for i in 0..entities {
-        actors.push(spawn(&p, &format!("entity-{i}")).await);
-    }
-    let batches_before = p
-        .writer()
-        .stats()
-        .batches
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (a, _) in &actors {
-        let a = a.clone();
-        tasks.push(tokio::spawn(async move {
-            for n in 1..=per_entity {
-                let seq = ractor::call!(a, Cmd::Record, n)
-                    .expect("actor")
-                    .expect("persist");
-                assert_eq!(seq, n);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("writer task");
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let total = entities * per_entity;
-    let batches = p
-        .writer()
-        .stats()
-        .batches
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - batches_before;
-    println!(
-        "concurrent: {entities} entities x {per_entity} events = {total} events in {secs:.2} s = {:.0} events/s durable ({batches} group commits, {:.0} events each; bar >= 100000)",
-        total as f64 / secs,
-        total as f64 / batches as f64
-    );
-    for (a, h) in actors {
-        a.stop(None);
-        h.await.ok();
+    // 1. Many entities at once: each entity persists its events one at a time, awaiting each
+    //    (a) inside the entity (a burst of commands), and (b) with one request/reply per event
+    //    from outside (adds an actor round trip per event).
+    for via_requests in [false, true] {
+        let prefix = if via_requests { "rpc" } else { "entity" };
+        let mut actors = Vec::new();
+        for i in 0..entities {
+            actors.push(spawn(&p, &format!("{prefix}-{i}")).await);
+        }
+        let stats = p.writer().stats();
+        let batches_before = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+        let cpu_before = cpu_seconds();
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for (a, _) in &actors {
+            let a = a.clone();
+            tasks.push(tokio::spawn(async move {
+                if via_requests {
+                    for n in 1..=per_entity {
+                        let seq = ractor::call!(a, Cmd::Record, n)
+                            .expect("actor")
+                            .expect("persist");
+                        assert_eq!(seq, n);
+                    }
+                } else {
+                    let seq = ractor::call!(a, Cmd::Burst, per_entity)
+                        .expect("actor")
+                        .expect("persist");
+                    assert_eq!(seq, per_entity);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("writer task");
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu_before;
+        let total = entities * per_entity;
+        let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed) - batches_before;
+        println!(
+            "concurrent ({}): {entities} entities x {per_entity} events = {total} events in {secs:.2} s = {:.0} events/s durable ({batches} group commits, {:.0} events each; bar >= 100000); {cpu:.2} CPU-s = {:.0} events per CPU-second",
+            if via_requests {
+                "one request/reply per event"
+            } else {
+                "persist loop in each entity"
+            },
+            total as f64 / secs,
+            total as f64 / batches as f64,
+            total as f64 / cpu
+        );
+        for (a, h) in actors {
+            a.stop(None);
+            h.await.ok();
+        }
     }
 
     // 2. One entity, sequential.

@@ -29,6 +29,8 @@
 //! savepoint per atomic write, so a rejected write is rolled back alone while the others commit.
 //! Used behind [`persistence::GroupCommitWriter`], the writes of many entities share a sync.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

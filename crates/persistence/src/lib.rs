@@ -15,6 +15,8 @@
 //!
 //! Backends live in their own crates (`persistence-sqlite`, `persistence-mongodb`).
 
+#![warn(missing_docs)]
+
 pub mod actor;
 pub mod error;
 pub mod group_commit;
