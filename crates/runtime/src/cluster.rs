@@ -87,12 +87,12 @@ impl ClusterConfig {
             gossip_interval: tick,
             failure_detector: FailureDetectorConfig {
                 heartbeat_interval: tick,
-                acceptable_pause: tick * 3,
+                acceptable_pause: tick * 6,
                 min_std_deviation: tick / 2,
                 ..FailureDetectorConfig::default()
             },
             sbr: Some(SbrConfig {
-                stable_after: tick * 5,
+                stable_after: tick * 10,
                 ..SbrConfig::default()
             }),
             seed_node_timeout: tick * 5,

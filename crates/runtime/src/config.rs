@@ -82,6 +82,7 @@ impl NodeConfig {
                 host: "127.0.0.1".into(),
                 port: 0,
                 token: None,
+                routes: None,
             }),
             pod_name: None,
             shutdown_phase_timeout: Duration::from_secs(10),
@@ -658,6 +659,7 @@ impl NodeArgs {
                     host,
                     port,
                     token: self.management_token.clone().filter(|t| !t.is_empty()),
+                    routes: None,
                 })
             }
         };

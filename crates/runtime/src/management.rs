@@ -43,6 +43,9 @@ pub struct ManagementConfig {
     pub port: u16,
     /// Bearer token for mutating routes (`MANAGEMENT_TOKEN`).
     pub token: Option<String>,
+    /// More routes served on the same port, merged in at start (for example the sharding
+    /// statistics, `GET /cluster/shards/{type}`, of the regions the node will host).
+    pub routes: Option<Router>,
 }
 
 #[derive(Clone)]
@@ -98,6 +101,10 @@ pub async fn serve(
         .route("/cluster/events", get(events))
         .route("/metrics", get(metrics))
         .with_state(state);
+    let app = match &cfg.routes {
+        Some(extra) => app.merge(extra.clone()),
+        None => app,
+    };
     info!(%addr, "management http listening");
     tokio::spawn(async move {
         let r = axum::serve(
