@@ -12,6 +12,8 @@
 //! `--token` (or `MANAGEMENT_TOKEN`) is sent as a bearer token for leave and down.
 //! Exit codes: 0 success, 1 the node is unreachable or refused the request, 2 usage.
 
+#![warn(missing_docs)]
+
 use std::io::Write;
 use std::time::Duration;
 

@@ -19,6 +19,8 @@
 //!
 //! Ctrl-C (or SIGTERM) on a node makes it leave gracefully and exit 0.
 
+#![warn(missing_docs)]
+
 use clap::Parser;
 use runtime::config::ConfigError;
 use runtime::{NodeArgs, NodeConfig, ServiceDefaults};

@@ -6,6 +6,8 @@
 //! Local actors are `ractor` actors; the network is this crate's own transport
 //! ([`remote`]), whose messages land directly in registered actors' mailboxes.
 
+#![warn(missing_docs)]
+
 pub mod address;
 pub mod handshake;
 pub mod remote;
