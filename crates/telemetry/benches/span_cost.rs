@@ -8,6 +8,9 @@
 //! OTLP/HTTP to an in-process collector, as they would be to Jaeger.
 //!
 //! - `span`: one `info_span!` created, entered and dropped;
+//! - `current_traceparent`: formatting the current span's context for an envelope;
+//! - `span_with_parent`: a receiver span continuing a sampled remote parent (so with export
+//!   on it is recorded and exported: the cost of the 1% that are kept);
 //! - `hop`: what a message hop costs: a sender span, `current_traceparent()`, and a receiver
 //!   span built with `span_with_parent()` from that string.
 
@@ -43,6 +46,19 @@ fn spans(c: &mut Criterion) {
                     let s = tracing::info_span!("orderBook.place-order");
                     let _g = s.enter();
                     black_box(&s);
+                })
+            });
+            g.bench_function(format!("{label}/current_traceparent"), |b| {
+                let s = tracing::info_span!("trader.place-order");
+                let _g = s.enter();
+                b.iter(|| black_box(telemetry::current_traceparent()))
+            });
+            g.bench_function(format!("{label}/span_with_parent"), |b| {
+                let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+                b.iter(|| {
+                    let r = telemetry::span_with_parent("orderBook.place-order", Some(tp));
+                    let _r = r.enter();
+                    black_box(&r);
                 })
             });
             g.bench_function(format!("{label}/hop"), |b| {

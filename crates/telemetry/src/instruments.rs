@@ -10,8 +10,10 @@
 //! Hot paths (one increment per remote message) use [`CounterFamily`]/[`GaugeFamily`]:
 //! the caller takes a handle once per label set (per peer, per region) and then pays one
 //! relaxed atomic add per event; the values are read by an observable instrument only when
-//! metrics are collected. Rarer events (journal writes, hand-offs) use the SDK's synchronous
-//! instruments directly.
+//! metrics are collected. State that is already counted elsewhere (the transport's per-peer
+//! totals, the membership table) is read at collection time through [`observed_counter`] and
+//! [`observed_gauge`] under the same names. Rarer events (journal writes) use the SDK's
+//! synchronous instruments directly.
 //!
 //! | constructor | Prometheus name | kind | attributes |
 //! | --- | --- | --- | --- |
@@ -248,6 +250,60 @@ impl GaugeHandle {
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
+}
+
+/// A counter read from existing state at collection time: `series` returns the current total
+/// of each label set (e.g. the transport's per-peer counters). For code that already counts,
+/// so nothing is added to its hot path. Keep the returned handle alive with the node.
+pub fn observed_counter<F>(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    unit: &'static str,
+    series: F,
+) -> ObservableCounter<u64>
+where
+    F: Fn() -> Vec<(Vec<KeyValue>, u64)> + Send + Sync + 'static,
+{
+    meter
+        .u64_observable_counter(name)
+        .with_description(description)
+        .with_unit(unit)
+        .with_callback(move |obs| {
+            for (attrs, v) in series() {
+                obs.observe(v, &attrs);
+            }
+        })
+        .build()
+}
+
+/// A current value read from existing state at collection time (e.g. members by status from
+/// the membership state); see [`observed_counter`].
+pub fn observed_gauge<F>(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    unit: &'static str,
+    series: F,
+) -> ObservableUpDownCounter<i64>
+where
+    F: Fn() -> Vec<(Vec<KeyValue>, i64)> + Send + Sync + 'static,
+{
+    meter
+        .i64_observable_up_down_counter(name)
+        .with_description(description)
+        .with_unit(unit)
+        .with_callback(move |obs| {
+            for (attrs, v) in series() {
+                obs.observe(v, &attrs);
+            }
+        })
+        .build()
+}
+
+/// The `messaging.system` attribute every messaging series carries.
+pub fn messaging_system() -> KeyValue {
+    KeyValue::new(ATTR_MESSAGING_SYSTEM, MESSAGING_SYSTEM)
 }
 
 fn messaging_base() -> Vec<KeyValue> {

@@ -16,6 +16,16 @@
 //! let _g = span.enter();                                  // or `fut.instrument(span)`
 //! ```
 //!
+//! Where the pieces call these (the envelope fields already exist):
+//!
+//! | where | sender side | receiver side |
+//! | --- | --- | --- |
+//! | runtime `Remoting::tell`/`send_raw`/`try_send_raw`, `ResolvedRef::tell` | callers pass `current_traceparent().as_deref()` | the `DeliverFn` of `register_with` gets `Inbound::trace_context`; the actor handling the decoded message opens `span_with_parent(recipient, trace)` |
+//! | sharding `ShardRegion::tell_traced` -> `EntityMsg::trace_context` | the region's caller | the entity, around `handle`: `span_with_parent("<type>.handle", msg.trace_context.as_deref())` |
+//! | pub-sub `publish(topic, msg, trace_context)` | the publisher | each subscriber's delivery, as above |
+//! | cluster client / receptionist, singleton proxy `tell_traced` | the client | the receptionist forwards the string unchanged; the final handler opens the span |
+//! | persistence journal write | nothing to carry: a plain `info_span!("journal.write")` inside the entity's span is its child |
+//!
 //! Only the `traceparent` travels (`00-<trace id>-<span id>-<flags>`, 55 bytes); `tracestate`
 //! does not. An unsampled context travels too, with flags `00`: with a parent-based sampler
 //! the receiver then records nothing either, instead of starting a fresh root that would be

@@ -370,3 +370,61 @@ async fn metrics_are_pushed_over_otlp_when_an_endpoint_is_set() {
             .await
     );
 }
+
+#[test]
+fn observed_instruments_read_existing_state_at_each_scrape() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let metrics = Metrics::standalone("lighthouse");
+    // Stand-ins for the transport's per-peer totals and the membership table.
+    let sent = Arc::new(AtomicU64::new(10));
+    let read = sent.clone();
+    let _sent = ins::observed_counter(
+        metrics.meter(),
+        ins::MESSAGES_SENT,
+        "Messages sent to a remote cluster node",
+        "{message}",
+        move || {
+            vec![(
+                vec![
+                    KeyValue::new(ins::ATTR_PEER, "AkkaTrader@pricing-0:5055"),
+                    ins::messaging_system(),
+                ],
+                read.load(Ordering::Relaxed),
+            )]
+        },
+    );
+    let _members = ins::observed_gauge(
+        metrics.meter(),
+        ins::MEMBERS,
+        "Cluster members seen by this node, by status",
+        "{member}",
+        || {
+            vec![
+                (vec![KeyValue::new(ins::ATTR_MEMBER_STATUS, "up")], 3),
+                (vec![KeyValue::new(ins::ATTR_MEMBER_STATUS, "leaving")], 1),
+            ]
+        },
+    );
+    let peer = [("cluster_peer_address", "AkkaTrader@pricing-0:5055")];
+    let s = parse(&metrics.render().unwrap());
+    assert_eq!(
+        value(&s, "messaging_client_sent_messages_total", &peer),
+        Some(10.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "cluster_members",
+            &[("cluster_member_status", "leaving")]
+        ),
+        Some(1.0)
+    );
+    sent.fetch_add(5, Ordering::Relaxed);
+    let s = parse(&metrics.render().unwrap());
+    assert_eq!(
+        value(&s, "messaging_client_sent_messages_total", &peer),
+        Some(15.0)
+    );
+}
