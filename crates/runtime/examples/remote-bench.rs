@@ -202,6 +202,17 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used so far (Linux `/proc/<pid>/stat`,
+/// clock ticks of 1/100 s).
+fn cpu_seconds(pid: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the ")" that ends the command name; utime and stime are 14 and 15
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -328,8 +339,20 @@ async fn main() {
         .expect("source");
 
     println!("remote-bench: sender {me}, receiver {raddr} (separate process)");
+    println!(
+        "machine: {} cores, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     // 1. one-way throughput (with a warm-up run first)
+    let receiver_pid = receiver.id().to_string();
     for (label, n) in [("warm-up", messages / 10), ("measured", messages)] {
+        let cpu_before = (cpu_seconds("self"), cpu_seconds(&receiver_pid));
         sink.tell(
             &SinkMsg::Expect {
                 expect: n,
@@ -362,6 +385,13 @@ async fn main() {
                 send_time.as_secs_f64(),
                 received,
                 receiver_micros as f64 / 1e6
+            );
+            let cpu =
+                cpu_seconds("self") - cpu_before.0 + cpu_seconds(&receiver_pid) - cpu_before.1;
+            println!(
+                "  CPU used by sender + receiver: {:.2} s = {:.0} msg per CPU-second (independent of other load on the machine)",
+                cpu,
+                n as f64 / cpu.max(0.01)
             );
         }
     }

@@ -164,6 +164,12 @@ pub async fn run(cfg: NodeConfig) -> i32 {
             return 2;
         }
     };
+    run_node(&node).await
+}
+
+/// Runs an already started node (with whatever the service added to it) until it shuts
+/// down, with the signal handling of [`run`]. Returns the exit code.
+pub async fn run_node(node: &Node) -> i32 {
     let shutdown = node.coordinated_shutdown().clone();
     tokio::spawn(async move {
         let mut count = 0;
