@@ -34,23 +34,33 @@
 //! reserved before the insert, but readers only read up to a *watermark* below which nothing can
 //! appear any more:
 //!
-//! 1. A writer reserves a range of orderings with one atomic update of the `tag-ordering`
-//!    document that raises `next` by the number of events **and** appends
-//!    `{token, from, to, at}` to its `pending` list.
-//! 2. In one transaction it inserts the events (with those orderings) and removes its `pending`
-//!    entry; the removal must match, otherwise the transaction is aborted (see 4). So the events
-//!    become visible exactly when the entry disappears.
-//! 3. A reader first reads the `tag-ordering` document, then queries events with
-//!    `offset < ordering <= watermark`, where the watermark is `min(pending.from) - 1`, or `next`
-//!    when nothing is pending. Every ordering at or below the watermark was reserved by a write
-//!    that had already committed (visible to the query that follows) or had given up (its
-//!    orderings stay unused forever). A gap below the watermark is therefore final, and a reader
-//!    that resumes after any offset it has seen cannot miss an event.
-//! 4. A writer that died between steps 1 and 2 would hold the watermark back forever, so a
-//!    reader removes entries older than [`MongoConfig::pending_lease`]. That is safe: a slow
-//!    writer whose entry was removed fails the removal in step 2, aborts its transaction (nothing
-//!    becomes visible under the old orderings) and retries with a fresh reservation. Clocks only
-//!    decide when that happens, never whether an event can be skipped.
+//! 1. **Reserve.** A writer reserves a range of orderings with one atomic update of the
+//!    `tag-ordering` document in `Metadata` that raises `next` by the number of events **and**
+//!    appends `{token, from, to, at}` to its `pending` list.
+//! 2. **Commit.** In one transaction it inserts the events (with those orderings) and a
+//!    completion marker `{_id: "done:<token>"}` in `Metadata`. The events therefore become
+//!    visible exactly when the marker does. Afterwards (off the acknowledgement path) it removes
+//!    its `pending` entry and the marker. A write that fails for sure (aborted transaction)
+//!    removes its entry too: its orderings stay unused forever.
+//! 3. **Read.** A reader reads the `tag-ordering` document, then the markers of the pending
+//!    entries, then (for entries without a marker) the pending list once more. An entry with a
+//!    marker, or one that has left the list, is finished. The watermark is `from - 1` of the
+//!    lowest unfinished entry, or `next` when none is left. The reader then queries events with
+//!    `offset < ordering <= watermark`. Every ordering at or below the watermark belongs to a
+//!    write that had committed (visible to the query that follows) or will never commit, so a
+//!    gap below the watermark is final, and a reader that resumes after any offset it has seen
+//!    cannot miss an event.
+//! 4. **Lease.** A writer that died between steps 1 and 2 would hold the watermark back
+//!    forever, so a reader voids entries older than [`MongoConfig::pending_lease`] by inserting
+//!    the entry's marker itself (`voidedAt`), then removing the entry. That is safe: a slow
+//!    writer whose reservation was voided hits a duplicate key on its own marker, its transaction
+//!    aborts (nothing becomes visible under the voided orderings), and it retries with a fresh
+//!    reservation. Clocks only decide when that happens, never whether an event can be skipped.
+//!    Void markers are kept (a few bytes per voided reservation) so the fence holds.
+//!
+//! Concurrent writers touch the shared `tag-ordering` document only with single-document
+//! updates outside their transactions, so their transactions do not conflict with each other.
+//! The guarantee assumes reads and writes go to the primary (the default).
 //!
 //! Live queries poll every [`MongoConfig::refresh_interval`] and wake at once on commits made
 //! through the same store.
@@ -565,9 +575,21 @@ impl MongoStore {
             .iter()
             .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
             .collect();
+        // A writer removes its entry right after committing, and its completion marker just
+        // after that; if the marker was already gone when we looked, the entry is gone from the
+        // pending list too. Read the list again: an entry no longer pending has finished for good.
+        let still_pending: std::collections::HashSet<String> =
+            if entries.iter().all(|(t, _, _)| done.contains(&done_id(t))) {
+                std::collections::HashSet::new()
+            } else {
+                self.pending_tokens().await?
+            };
         let lease_start = now_millis() - self.config.pending_lease.as_millis() as i64;
         let mut min_from: Option<i64> = None;
         for (token, from, at) in entries {
+            if !done.contains(&done_id(&token)) && !still_pending.contains(&token) {
+                continue;
+            }
             if done.contains(&done_id(&token)) {
                 if at < lease_start {
                     // Complete, but its writer did not clean up (it stopped): do it for it.
@@ -597,6 +619,29 @@ impl MongoStore {
             min_from = Some(min_from.map_or(from, |m: i64| m.min(from)));
         }
         Ok(min_from.map_or(next, |f| f - 1))
+    }
+
+    /// The tokens currently in the pending list.
+    async fn pending_tokens(&self) -> Result<std::collections::HashSet<String>> {
+        let d = self
+            .metadata
+            .find_one(doc! {"_id": TAG_ORDERING_ID})
+            .await
+            .map_err(classify)?
+            .ok_or_else(|| {
+                PersistenceError::Corrupt("Metadata 'tag-ordering' document is missing".into())
+            })?;
+        let pending = d.get_array("pending").map_err(|e| {
+            PersistenceError::Corrupt(format!("Metadata 'tag-ordering'.pending: {e}"))
+        })?;
+        Ok(pending
+            .iter()
+            .filter_map(|p| {
+                p.as_document()
+                    .and_then(|p| p.get_str("token").ok())
+                    .map(str::to_owned)
+            })
+            .collect())
     }
 
     /// Removes a finished reservation from the pending list; the completion marker of a

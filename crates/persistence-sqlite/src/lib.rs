@@ -314,10 +314,12 @@ fn insert_write(conn: &Connection, w: &AtomicWrite) -> rusqlite::Result<()> {
     let mut tag_ins =
         conn.prepare_cached("INSERT INTO event_tag (tag, ordering) VALUES (?1, ?2)")?;
     for e in w.events() {
-        let tags = if e.tags.is_empty() {
-            "[]".to_owned()
+        let tags: std::borrow::Cow<'_, str> = if e.tags.is_empty() {
+            "[]".into()
         } else {
-            serde_json::to_string(&e.tags).unwrap_or_else(|_| "[]".to_owned())
+            serde_json::to_string(&e.tags)
+                .unwrap_or_else(|_| "[]".to_owned())
+                .into()
         };
         ins.execute(params![
             e.persistence_id,

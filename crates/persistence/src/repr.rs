@@ -153,9 +153,10 @@ pub const MAX_SEQUENCE_NR: u64 = i64::MAX as u64;
 /// Events of one persistence id that are stored all or nothing.
 ///
 /// Built only through [`AtomicWrite::new`], which checks the invariants every backend relies on.
+/// Cloning is cheap (the events are shared), so a write can be kept for a retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AtomicWrite {
-    events: Vec<PersistentRepr>,
+    events: Arc<[PersistentRepr]>,
 }
 
 impl AtomicWrite {
@@ -204,7 +205,9 @@ impl AtomicWrite {
                 )));
             }
         }
-        Ok(AtomicWrite { events })
+        Ok(AtomicWrite {
+            events: events.into(),
+        })
     }
 
     /// The persistence id of all events.
@@ -237,9 +240,9 @@ impl AtomicWrite {
         self.events.is_empty()
     }
 
-    /// Takes the events out.
+    /// The events as a vector (a copy).
     pub fn into_events(self) -> Vec<PersistentRepr> {
-        self.events
+        self.events.to_vec()
     }
 
     /// The rejection error for this write, with the given reason.
