@@ -489,6 +489,11 @@ impl TelemetryBuilder {
                     // every span; the trace does not need them.
                     .with_tracked_inactivity(false)
                     .with_threads(false)
+                    // Parents come from the `tracing` span tree of this subscriber, not from
+                    // OpenTelemetry's thread-local context: half the cost of a traced hop
+                    // (benches/span_cost.rs), and correct when several simulated nodes share
+                    // a thread. Nothing here reads `opentelemetry::Context::current()`.
+                    .with_context_activation(false)
                     .boxed(),
             );
         }

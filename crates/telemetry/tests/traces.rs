@@ -264,3 +264,25 @@ fn with_export_off_spans_carry_no_context() {
         assert_eq!(telemetry::propagation::traceparent_of(&s), None);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_thread_do_not_adopt_each_others_spans() {
+    let collector = OtlpCollector::start().await.unwrap();
+    let on = SamplerConfig::AlwaysOn;
+    let a = node(&collector, "traders", "traders-0", on);
+    let b = node(&collector, "pricing", "pricing-0", on);
+    tracing::dispatcher::with_default(&a.dispatch, || {
+        let _outer = tracing::info_span!("traders.tick").entered();
+        // Node B runs on the same thread while node A's span is entered.
+        tracing::dispatcher::with_default(&b.dispatch, || {
+            let _own = telemetry::span_with_parent("pricing.consume-match", None).entered();
+        });
+    });
+    finish(vec![a, b]).await;
+    let spans = collector.wait_for_spans(2, WAIT).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let outer = by_name(&spans, "traders.tick");
+    let other = by_name(&spans, "pricing.consume-match");
+    assert_eq!(other.parent_span_id, None, "{spans:#?}");
+    assert_ne!(other.trace_id, outer.trace_id);
+}
