@@ -297,3 +297,54 @@ async fn dns_discovery_forms_a_cluster_from_the_records_of_a_name() {
     .await;
     assert!(wait_all(&[&n, &m], Duration::from_secs(10), |v| all_up(v, 2)).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_that_heals_before_stable_after_downs_nobody() {
+    let mut proxies = HashMap::new();
+    let mut nodes = Vec::new();
+    let mut seeds: Vec<NodeAddress> = Vec::new();
+    for _ in 0..4 {
+        let (proxy, listener) = Proxy::bind().await;
+        let public = proxy.port;
+        let n = start_with(&seeds, |c| {
+            c.remoting.public_port = Some(public);
+            if let Some(s) = c.cluster.sbr.as_mut() {
+                s.stable_after = Duration::from_secs(30);
+            }
+        })
+        .await;
+        proxy.forward_to(listener, n.remoting().bound_port());
+        if seeds.is_empty() {
+            seeds.push(addr(&n));
+        }
+        proxies.insert(public, proxy);
+        nodes.push(n);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    assert!(wait_all(&refs, Duration::from_secs(15), |v| all_up(v, 4)).await);
+    let mut events = nodes[0].cluster().subscribe();
+    let ports: Vec<u16> = nodes.iter().map(|n| addr(n).port).collect();
+    partition(&proxies, &[ports[..2].to_vec(), ports[2..].to_vec()]);
+    assert!(
+        wait_all(&refs, Duration::from_secs(10), |v| v.unreachable.len() == 2).await,
+        "each side sees the other unreachable"
+    );
+    for p in proxies.values() {
+        p.unblock_all();
+    }
+    assert!(wait_all(&refs, Duration::from_secs(15), |v| all_up(v, 4)).await);
+    let mut reachable = 0;
+    while let Ok(e) = events.try_recv() {
+        match e {
+            ClusterEvent::ReachableMember { .. } => reachable += 1,
+            ClusterEvent::MemberDowned { .. } | ClusterEvent::MemberRemoved { .. } => {
+                panic!("nobody is downed: {e:?}")
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(reachable, 2);
+    for n in &nodes {
+        assert!(!n.coordinated_shutdown().is_terminated());
+    }
+}

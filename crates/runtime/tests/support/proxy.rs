@@ -112,6 +112,13 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Lets every node through again.
+    pub fn unblock_all(&self) {
+        self.state.lock().unwrap().blocked.clear();
+    }
+}
+
 /// Partitions nodes (identified by advertised port) into `sides`, through their proxies.
 pub fn partition(proxies: &HashMap<u16, Proxy>, sides: &[Vec<u16>]) {
     for (i, side) in sides.iter().enumerate() {
