@@ -93,8 +93,9 @@ impl CoordinatorActorState {
     }
 }
 
-/// Polls a future that is known to complete without waiting.
-fn futures_poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+/// Polls a future that is known to complete without waiting (a send with
+/// `SendPolicy::Fail`); `None` if it would have waited.
+pub(crate) fn futures_poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
     use std::task::{Context, Poll, Waker};
     let mut f = std::pin::pin!(f);
     match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {

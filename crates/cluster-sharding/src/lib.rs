@@ -15,6 +15,65 @@
 //! hosting), [`region`] (the region actor and handle), [`entity`] (what users
 //! implement), [`stats`] (queries and the management route), [`node`] (wiring into a
 //! runtime node: membership view and coordinated-shutdown hand-off).
+//!
+//! # Use
+//!
+//! On every node with the type's role, start a region with an [`EntityFactory`]; on
+//! other nodes a proxy. Send with [`ShardRegion::tell`] (or `tell_traced` with a W3C
+//! `traceparent`); query with [`ShardRegion::state`] / [`ShardRegion::cluster_stats`];
+//! serve `GET /cluster/shards/{type}` by merging [`ShardingRegistry::router`] into the
+//! management router.
+//!
+//! ```no_run
+//! use cluster_sharding::{
+//!     EntityContext, EntityFactory, EntityMsg, ShardRegion, ShardingRegistry, ShardingSettings,
+//! };
+//! use ractor::{Actor, ActorProcessingErr, ActorRef};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! enum Cmd {
+//!     Add(u64),
+//! }
+//!
+//! struct Account;
+//!
+//! impl Actor for Account {
+//!     type Msg = EntityMsg<Cmd>;
+//!     type State = u64;
+//!     type Arguments = String;
+//!     async fn pre_start(&self, _me: ActorRef<Self::Msg>, _id: String) -> Result<u64, ActorProcessingErr> {
+//!         Ok(0) // a real entity recovers its state from the journal here
+//!     }
+//!     async fn handle(&self, _me: ActorRef<Self::Msg>, m: Self::Msg, total: &mut u64) -> Result<(), ActorProcessingErr> {
+//!         let Cmd::Add(n) = m.message;
+//!         *total += n;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! struct Accounts;
+//!
+//! impl EntityFactory for Accounts {
+//!     type Message = Cmd;
+//!     type Entity = Account;
+//!     fn create(&self, ctx: &EntityContext) -> (Account, String) {
+//!         (Account, ctx.entity_id.clone())
+//!     }
+//! }
+//!
+//! async fn run(node: &runtime::Node) -> Result<(), Box<dyn std::error::Error>> {
+//!     let settings = ShardingSettings::new("account").with_role("accounts");
+//!     let region = ShardRegion::start_on_node(settings, Accounts, node).await?;
+//!     region.tell("acct-42", Cmd::Add(5))?;
+//!     let stats = region.cluster_stats().await?;
+//!     print!("{}", cluster_sharding::format_stats_lines(&stats));
+//!     let registry = ShardingRegistry::new();
+//!     registry.insert("account", region.clone());
+//!     let _routes: axum::Router = registry.router(); // merge into the management router
+//!     Ok(())
+//! }
+//! ```
 
 pub mod allocation;
 pub mod coordinator;

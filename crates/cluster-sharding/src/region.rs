@@ -27,8 +27,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ractor::{
@@ -36,13 +36,14 @@ use ractor::{
     SupervisionEvent,
 };
 use runtime::remote::ResolvedRef;
-use runtime::{NodeAddress, RemoteRef, Remoting};
+use runtime::{NodeAddress, RemoteRef, Remoting, SendPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::coordinator::futures_poll_once;
 use crate::entity::{EntityContext, EntityFactory, EntityMsg};
 use crate::hash::{ShardId, shard_of};
 use crate::membership::{MemberStatus, Membership};
@@ -59,8 +60,10 @@ type Spawner<M> = Arc<dyn Fn(EntityContext, ActorCell) -> SpawnFuture<M> + Send 
 
 /// Messages of the region actor.
 pub enum RegionMsg<M> {
-    /// From a local sender.
+    /// From a local sender (through the actor, see [`ShardRegion::tell`]).
     Tell {
+        /// The entity's shard.
+        shard: ShardId,
         /// Target entity.
         entity_id: String,
         /// The message.
@@ -68,7 +71,18 @@ pub enum RegionMsg<M> {
         /// W3C traceparent.
         trace: Option<Box<str>>,
     },
-    /// From another node's region or the coordinator.
+    /// An entity message from another node's region.
+    Inbound {
+        /// Target entity.
+        entity_id: String,
+        /// The message.
+        msg: M,
+        /// W3C traceparent of the envelope.
+        trace: Option<Box<str>>,
+        /// Forwards so far.
+        hops: u8,
+    },
+    /// A protocol message from another node's region or the coordinator.
     Wire {
         /// Sending node.
         from: NodeAddress,
@@ -109,6 +123,30 @@ pub struct RegionCounters {
     pub sent_remote: AtomicU64,
     /// Messages dropped (buffer full, send failure, too many hops, entity failed to start).
     pub dropped: AtomicU64,
+}
+
+type PeerRef<M> = Arc<ResolvedRef<RegionWire<M>>>;
+
+/// What a [`ShardRegion`] handle needs to send straight to a remote home, skipping
+/// the region actor: the usable routes, and per shard the number of the handle's
+/// messages still in the actor's mailbox. The actor publishes a shard's route only
+/// while its home is known, remote, not moving and nothing for it is buffered; a
+/// handle uses it only while none of its messages for that shard wait in the
+/// mailbox, so a sender's messages keep their order.
+struct Direct<M> {
+    shards: u32,
+    routes: RwLock<HashMap<ShardId, PeerRef<M>>>,
+    queued: Box<[AtomicU64]>,
+}
+
+impl<M> Direct<M> {
+    fn new(shards: u32) -> Self {
+        Self {
+            shards: shards.max(1),
+            routes: RwLock::new(HashMap::new()),
+            queued: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 struct Pending<M> {
@@ -175,8 +213,9 @@ pub struct Region<M> {
     requested: HashMap<ShardId, Instant>,
     shards: BTreeMap<ShardId, LocalShard<M>>,
     by_actor: HashMap<ActorId, (ShardId, String)>,
-    peers: HashMap<NodeAddress, ResolvedRef<RegionWire<M>>>,
+    peers: HashMap<NodeAddress, PeerRef<M>>,
     counters: Arc<RegionCounters>,
+    direct: Arc<Direct<M>>,
     handoffs_seen: u64,
     max_pause: Duration,
     shutdown: Option<Shutdown>,
@@ -193,6 +232,7 @@ pub struct RegionArgs<M> {
     remoting: Remoting,
     membership: watch::Receiver<Membership>,
     counters: Arc<RegionCounters>,
+    direct: Arc<Direct<M>>,
 }
 
 /// The region actor.
@@ -240,16 +280,65 @@ where
         }
     }
 
+    fn peer(&mut self, node: &NodeAddress) -> PeerRef<M> {
+        if let Some(r) = self.peers.get(node) {
+            return r.clone();
+        }
+        let r = Arc::new(
+            self.remoting
+                .resolve(&RemoteRef::new(node.clone(), self.s.region_name())),
+        );
+        self.peers.insert(node.clone(), r.clone());
+        r
+    }
+
+    /// Publishes or withdraws the direct route of `shard` for the handles.
+    fn sync_route(&mut self, shard: ShardId) {
+        let usable = !self.handing_off.contains_key(&shard) && !self.buffers.contains_key(&shard);
+        let route = match self.homes.get(&shard) {
+            Some(h) if usable && *h != self.me => {
+                let h = h.clone();
+                Some(self.peer(&h))
+            }
+            _ => None,
+        };
+        let mut routes = self.direct.routes.write().expect("routes lock");
+        match route {
+            Some(r) => {
+                routes.insert(shard, r);
+            }
+            None => {
+                routes.remove(&shard);
+            }
+        }
+    }
+
+    fn sync_all_routes(&mut self) {
+        let shards: BTreeSet<ShardId> = self
+            .homes
+            .keys()
+            .copied()
+            .chain(
+                self.direct
+                    .routes
+                    .read()
+                    .expect("routes lock")
+                    .keys()
+                    .copied(),
+            )
+            .collect();
+        for s in shards {
+            self.sync_route(s);
+        }
+    }
+
     async fn send_region(
         &mut self,
         node: &NodeAddress,
         msg: RegionWire<M>,
         trace: Option<&str>,
     ) -> bool {
-        let r = self.peers.entry(node.clone()).or_insert_with(|| {
-            self.remoting
-                .resolve(&RemoteRef::new(node.clone(), self.s.region_name()))
-        });
+        let r = self.peer(node);
         match r.send(&msg, trace, self.s.send_policy).await {
             Ok(()) => true,
             Err(e) => {
@@ -292,6 +381,11 @@ where
         }
         self.buffered += 1;
         self.buffers.entry(shard).or_default().push_back(p);
+        self.direct
+            .routes
+            .write()
+            .expect("routes lock")
+            .remove(&shard);
     }
 
     async fn request_home(&mut self, shard: ShardId) {
@@ -433,6 +527,7 @@ where
                 self.route(myself, p).await;
             }
         }
+        self.sync_route(shard);
     }
 
     fn record_pause(&mut self, shard: ShardId) {
@@ -441,6 +536,7 @@ where
             self.max_pause = self.max_pause.max(t.elapsed());
             self.check_shutdown_done();
         }
+        self.sync_route(shard);
     }
 
     async fn host_shard(
@@ -483,6 +579,7 @@ where
     /// Starts stopping a local shard's entities for a hand-off.
     async fn hand_off(&mut self, shard: ShardId) {
         self.handing_off.entry(shard).or_insert_with(Instant::now);
+        self.sync_route(shard);
         let Some(sh) = self.shards.get_mut(&shard) else {
             self.send_coordinator(CoordinatorWire::ShardStopped {
                 region: self.me.clone(),
@@ -539,6 +636,7 @@ where
         if self.homes.get(&shard) == Some(&self.me) {
             self.homes.remove(&shard);
         }
+        self.sync_route(shard);
         let entities = if self.s.remember_entities {
             sh.handoff_ids
         } else {
@@ -647,6 +745,7 @@ where
                         self.homes.insert(s, h);
                         self.record_pause(s);
                     }
+                    self.sync_route(s);
                 }
                 let shards: Vec<ShardId> = self.buffers.keys().copied().collect();
                 for s in shards {
@@ -689,6 +788,7 @@ where
             RegionWire::BeginHandOff { shard } => {
                 debug!(node = %self.me, shard, "begin hand-off");
                 self.handing_off.entry(shard).or_insert_with(Instant::now);
+                self.sync_route(shard);
                 self.send_coordinator(CoordinatorWire::BeginHandOffAck {
                     region: self.me.clone(),
                     shard,
@@ -722,6 +822,7 @@ where
         self.members = m;
         self.homes.retain(|_, h| !gone.contains(h));
         self.peers.retain(|a, _| !gone.contains(a));
+        self.sync_all_routes();
         let done: Vec<u64> = self
             .pending_stats
             .iter_mut()
@@ -978,10 +1079,24 @@ where
         let me = args.remoting.self_address().address.clone();
         args.remoting
             .register_with(&s.region_name(), myself.clone(), |inb| {
-                Ok(RegionMsg::Wire {
-                    from: inb.from.address.clone(),
-                    trace: inb.trace_context.map(Into::into),
-                    wire: postcard::from_bytes(inb.payload)?,
+                let trace = inb.trace_context.map(Into::into);
+                Ok(match postcard::from_bytes(inb.payload)? {
+                    RegionWire::Deliver {
+                        entity_id,
+                        hops,
+                        msg,
+                        ..
+                    } => RegionMsg::Inbound {
+                        entity_id,
+                        msg,
+                        trace,
+                        hops,
+                    },
+                    wire => RegionMsg::Wire {
+                        from: inb.from.address.clone(),
+                        trace,
+                        wire,
+                    },
                 })
             });
         let mut membership = args.membership.clone();
@@ -1019,6 +1134,7 @@ where
             by_actor: HashMap::new(),
             peers: HashMap::new(),
             counters: args.counters,
+            direct: args.direct,
             handoffs_seen: 0,
             max_pause: Duration::ZERO,
             shutdown: None,
@@ -1056,6 +1172,7 @@ where
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RegionMsg::Tell {
+                shard,
                 entity_id,
                 msg,
                 trace,
@@ -1067,6 +1184,24 @@ where
                         msg,
                         trace,
                         hops: 0,
+                    },
+                )
+                .await;
+                st.direct.queued[shard as usize].fetch_sub(1, Ordering::AcqRel);
+            }
+            RegionMsg::Inbound {
+                entity_id,
+                msg,
+                trace,
+                hops,
+            } => {
+                st.route(
+                    &myself,
+                    Pending {
+                        entity_id,
+                        msg,
+                        trace,
+                        hops,
                     },
                 )
                 .await
@@ -1175,6 +1310,7 @@ pub struct ShardRegion<M> {
     actor: ActorRef<RegionMsg<M>>,
     type_name: Arc<str>,
     counters: Arc<RegionCounters>,
+    direct: Arc<Direct<M>>,
     stats_timeout: Duration,
 }
 
@@ -1184,6 +1320,7 @@ impl<M> Clone for ShardRegion<M> {
             actor: self.actor.clone(),
             type_name: self.type_name.clone(),
             counters: self.counters.clone(),
+            direct: self.direct.clone(),
             stats_timeout: self.stats_timeout,
         }
     }
@@ -1228,6 +1365,70 @@ where
         Self::spawn(settings, None, remoting, membership).await
     }
 
+    /// Sends `msg` to entity `entity_id` (started on its first message), wherever it lives.
+    pub fn tell(&self, entity_id: impl Into<String>, msg: M) -> Result<(), RegionError> {
+        self.tell_traced(entity_id, msg, None)
+    }
+
+    /// Like [`ShardRegion::tell`], carrying a W3C `traceparent` to the entity.
+    ///
+    /// When the shard's home is another node, known and settled, the message is
+    /// serialized here and queued on that node's link without passing through the
+    /// region actor (unless messages of this handle for the shard still wait in the
+    /// actor, which keeps the order); otherwise the region actor routes it (local
+    /// delivery without serialization, or buffering).
+    pub fn tell_traced(
+        &self,
+        entity_id: impl Into<String>,
+        msg: M,
+        trace_context: Option<&str>,
+    ) -> Result<(), RegionError> {
+        let mut entity_id = entity_id.into();
+        let mut msg = msg;
+        let shard = shard_of(&entity_id, self.direct.shards);
+        let queued = &self.direct.queued[shard as usize];
+        if queued.load(Ordering::Acquire) == 0 {
+            let route = self
+                .direct
+                .routes
+                .read()
+                .expect("routes lock")
+                .get(&shard)
+                .cloned();
+            if let Some(r) = route {
+                let wire = RegionWire::Deliver {
+                    shard,
+                    entity_id,
+                    hops: 1,
+                    msg,
+                };
+                if let Some(Ok(())) =
+                    futures_poll_once(r.send(&wire, trace_context, SendPolicy::Fail))
+                {
+                    self.counters.sent_remote.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // Queue full or link down: let the actor handle it (it may wait).
+                (entity_id, msg) = match wire {
+                    RegionWire::Deliver { entity_id, msg, .. } => (entity_id, msg),
+                    _ => unreachable!("built as Deliver above"),
+                };
+            }
+        }
+        queued.fetch_add(1, Ordering::AcqRel);
+        self.actor
+            .cast(RegionMsg::Tell {
+                shard,
+                entity_id,
+                msg,
+                trace: trace_context.map(Into::into),
+            })
+            .map_err(|_| {
+                queued.fetch_sub(1, Ordering::AcqRel);
+                RegionError::Stopped
+            })
+    }
+
     async fn spawn(
         settings: ShardingSettings,
         spawner: Option<Spawner<M>>,
@@ -1235,6 +1436,7 @@ where
         membership: watch::Receiver<Membership>,
     ) -> Result<Self, RegionError> {
         let counters = Arc::new(RegionCounters::default());
+        let direct = Arc::new(Direct::new(settings.number_of_shards));
         let type_name: Arc<str> = settings.type_name.clone().into();
         let stats_timeout = settings.stats_timeout;
         let (actor, _) = Actor::spawn(
@@ -1246,6 +1448,7 @@ where
                 remoting,
                 membership,
                 counters: counters.clone(),
+                direct: direct.clone(),
             },
         )
         .await?;
@@ -1253,33 +1456,13 @@ where
             actor,
             type_name,
             counters,
+            direct,
             stats_timeout,
         })
     }
 }
 
 impl<M: Send + 'static> ShardRegion<M> {
-    /// Sends `msg` to entity `entity_id` (started on its first message), wherever it lives.
-    pub fn tell(&self, entity_id: impl Into<String>, msg: M) -> Result<(), RegionError> {
-        self.tell_traced(entity_id, msg, None)
-    }
-
-    /// Like [`ShardRegion::tell`], carrying a W3C `traceparent` to the entity.
-    pub fn tell_traced(
-        &self,
-        entity_id: impl Into<String>,
-        msg: M,
-        trace_context: Option<&str>,
-    ) -> Result<(), RegionError> {
-        self.actor
-            .cast(RegionMsg::Tell {
-                entity_id: entity_id.into(),
-                msg,
-                trace: trace_context.map(Into::into),
-            })
-            .map_err(|_| RegionError::Stopped)
-    }
-
     /// The entity type.
     pub fn type_name(&self) -> &str {
         &self.type_name

@@ -344,3 +344,215 @@ async fn a_killed_nodes_shards_move_and_their_entities_recover_from_the_journal(
         n.halt().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn management_route_serves_cluster_shard_stats() {
+    let journal = Arc::new(InMemoryStore::new());
+    let a = start_node(&[], &[ROLE]).await;
+    let b = start_node(&[addr(&a)], &[ROLE]).await;
+    wait_up(&[&a, &b], 2).await;
+    let mut regions = Vec::new();
+    for n in [&a, &b] {
+        let f = CounterFactory {
+            journal: journal.clone(),
+            remoting: n.remoting().clone(),
+            shared: Arc::default(),
+        };
+        regions.push(
+            ShardRegion::start_on_node(settings("http", Duration::from_secs(1)), f, n)
+                .await
+                .unwrap(),
+        );
+    }
+    let (reply_to, mut acks) = ack_sink(&a, "acks").await;
+    let cmds: Vec<(String, u64)> = (0..40u64).map(|i| (format!("h-{i}"), i)).collect();
+    send_until_acked(
+        &regions[0],
+        &reply_to,
+        &mut acks,
+        &cmds,
+        Pace::new(40, 500, 30),
+        |_| {},
+    )
+    .await;
+
+    let registry = cluster_sharding::ShardingRegistry::new();
+    registry.insert("http", regions[0].clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, registry.router()).await });
+    let base = format!("http://127.0.0.1:{port}/cluster/shards");
+    let (status, body) = runtime::http_client::request(
+        "GET",
+        &format!("{base}/http"),
+        None,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let stats: cluster_sharding::ClusterShardStats = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats.type_name, "http");
+    assert_eq!(stats.regions.len(), 2);
+    assert_eq!(stats.regions.iter().map(|r| r.entities).sum::<usize>(), 40);
+    assert!(stats.regions.iter().all(|r| r.shards > 0));
+    let lines = cluster_sharding::format_stats_lines(&stats);
+    assert_eq!(lines.lines().count(), 2);
+    assert!(lines.contains(&addr(&b).to_string()));
+    let (status, _) = runtime::http_client::request(
+        "GET",
+        &format!("{base}/nope"),
+        None,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 404);
+    for n in [&a, &b] {
+        n.halt().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_entities_passivate_and_remembered_entities_restart_after_a_hand_off() {
+    let journal = Arc::new(InMemoryStore::new());
+    let a = start_node(&[], &[ROLE]).await;
+    let seeds = [addr(&a)];
+    let b = start_node(&seeds, &[ROLE]).await;
+    wait_up(&[&a, &b], 2).await;
+    let mut idle = settings("idle", Duration::from_secs(1));
+    idle.passivate_idle = Some(Duration::from_millis(300));
+    let mut remember = settings("remember", Duration::from_millis(500));
+    remember.remember_entities = true;
+    remember.passivate_idle = None;
+    let mut idle_regions = Vec::new();
+    let mut kept_regions = Vec::new();
+    for n in [&a, &b] {
+        let f = CounterFactory {
+            journal: journal.clone(),
+            remoting: n.remoting().clone(),
+            shared: Arc::default(),
+        };
+        idle_regions.push(
+            ShardRegion::start_on_node(idle.clone(), f.clone(), n)
+                .await
+                .unwrap(),
+        );
+        kept_regions.push(
+            ShardRegion::start_on_node(remember.clone(), f, n)
+                .await
+                .unwrap(),
+        );
+    }
+    let (reply_to, mut acks) = ack_sink(&a, "acks").await;
+
+    // Passivation: entities stop when idle and come back with their state.
+    let cmds: Vec<(String, u64)> = (0..10u64).map(|i| (format!("i-{i}"), i)).collect();
+    send_until_acked(
+        &idle_regions[0],
+        &reply_to,
+        &mut acks,
+        &cmds,
+        Pace::new(10, 500, 30),
+        |_| {},
+    )
+    .await;
+    let running = idle_regions[0].cluster_stats().await.unwrap();
+    assert_eq!(
+        running.regions.iter().map(|r| r.entities).sum::<usize>(),
+        10
+    );
+    let passivated = eventually(Duration::from_secs(5), || async {
+        idle_regions[0]
+            .cluster_stats()
+            .await
+            .unwrap()
+            .regions
+            .iter()
+            .all(|r| r.entities == 0)
+    })
+    .await;
+    assert!(passivated, "idle entities were not passivated");
+    let again: Vec<(String, u64)> = (0..10u64).map(|i| (format!("i-{i}"), 100 + i)).collect();
+    let rep = send_until_acked(
+        &idle_regions[0],
+        &reply_to,
+        &mut acks,
+        &again,
+        Pace::new(10, 500, 30),
+        |_| {},
+    )
+    .await;
+    assert!(
+        rep.counts.values().all(|c| *c == 2),
+        "state recovered after passivation: {:?}",
+        rep.counts
+    );
+
+    // Remember-entities: a third node joins, shards move to it, and their entities
+    // start there without any message.
+    let cmds: Vec<(String, u64)> = (0..60u64).map(|i| (format!("r-{i}"), 1_000 + i)).collect();
+    send_until_acked(
+        &kept_regions[0],
+        &reply_to,
+        &mut acks,
+        &cmds,
+        Pace::new(60, 500, 30),
+        |_| {},
+    )
+    .await;
+    let c = start_node(&seeds, &[ROLE]).await;
+    let f = CounterFactory {
+        journal: journal.clone(),
+        remoting: c.remoting().clone(),
+        shared: Arc::default(),
+    };
+    let on_c = ShardRegion::start_on_node(remember.clone(), f, &c)
+        .await
+        .unwrap();
+    wait_up(&[&a, &b, &c], 3).await;
+    let moved = eventually(Duration::from_secs(10), || async {
+        let st = on_c.state().await.unwrap();
+        !st.shards.is_empty() && st.shards.iter().all(|s| !s.entities.is_empty())
+    })
+    .await;
+    assert!(
+        moved,
+        "no remembered entities restarted on the new node: {:?}",
+        on_c.state().await.unwrap()
+    );
+    let total: usize = kept_regions[0]
+        .cluster_stats()
+        .await
+        .unwrap()
+        .regions
+        .iter()
+        .map(|r| r.entities)
+        .sum();
+    assert_eq!(total, 60, "every remembered entity runs somewhere");
+    for n in [&a, &b, &c] {
+        n.halt().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_buffer_is_bounded_and_counts_what_it_drops() {
+    // Nobody has the role: no coordinator, so every message waits in the buffer.
+    let a = start_node(&[], &[]).await;
+    wait_up(&[&a], 1).await;
+    let mut s = settings("bounded", Duration::from_secs(1));
+    s.buffer_size = 100;
+    let proxy = ShardRegion::<Cmd>::start_proxy_on_node(s, &a)
+        .await
+        .unwrap();
+    for i in 0..150 {
+        proxy.tell(format!("x-{i}"), Cmd::Bump).unwrap();
+    }
+    let st = proxy.state().await.unwrap();
+    assert_eq!(st.buffered, 100);
+    assert_eq!(st.dropped, 50);
+    assert_eq!(proxy.counters().dropped.load(Ordering::Relaxed), 50);
+    a.halt().await;
+}
