@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use cluster_sharding::{ShardRegion, shard_of};
 use common::*;
 use persistence::InMemoryStore;
+use runtime::Node;
 
 /// Entity ids `prefix-i`, enough to cover every one of `shards` shards.
 fn ids_covering(prefix: &str, shards: u32, per_shard: usize) -> Vec<String> {
@@ -121,44 +122,90 @@ async fn thirty_shards_split_evenly_and_rebalance_when_a_node_joins() {
     }
 }
 
+/// Three nodes with the role and a client node without it (proxy region, ack sink).
+struct Fixture {
+    role_nodes: Vec<Node>,
+    regions: Vec<ShardRegion<Cmd>>,
+    shared: Vec<Arc<common::Shared>>,
+    client: Node,
+    proxy: ShardRegion<Cmd>,
+    journal: Arc<InMemoryStore>,
+}
+
+impl Fixture {
+    async fn start(type_name: &str) -> Self {
+        let journal = Arc::new(InMemoryStore::new());
+        let a = start_node(&[], &[ROLE]).await;
+        let seeds = [addr(&a)];
+        let b = start_node(&seeds, &[ROLE]).await;
+        let c = start_node(&seeds, &[ROLE]).await;
+        wait_up(&[&a, &b, &c], 3).await;
+        let client = start_node(&seeds, &[]).await;
+        wait_up(&[&a, &b, &c, &client], 4).await;
+        let role_nodes = vec![a, b, c];
+        let mut regions = Vec::new();
+        let mut shared = Vec::new();
+        for n in &role_nodes {
+            let sh = Arc::new(common::Shared::default());
+            shared.push(sh.clone());
+            let f = CounterFactory {
+                journal: journal.clone(),
+                remoting: n.remoting().clone(),
+                shared: sh,
+            };
+            regions.push(
+                ShardRegion::start_on_node(settings(type_name, Duration::from_secs(1)), f, n)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let proxy =
+            ShardRegion::start_proxy_on_node(settings(type_name, Duration::from_secs(1)), &client)
+                .await
+                .unwrap();
+        Self {
+            role_nodes,
+            regions,
+            shared,
+            client,
+            proxy,
+            journal,
+        }
+    }
+
+    /// Index of the role node that hosts the coordinator (the oldest Up member).
+    fn coordinator_host(&self) -> usize {
+        let view = self.client.cluster().state();
+        let oldest = view
+            .members
+            .iter()
+            .filter(|m| m.roles.contains(ROLE))
+            .min_by_key(|m| (m.up_number, m.node.clone()))
+            .unwrap()
+            .node
+            .clone();
+        self.role_nodes
+            .iter()
+            .position(|n| addr(n).to_string() == oldest)
+            .unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_leave_under_load_applies_every_command_exactly_once() {
-    let journal = Arc::new(InMemoryStore::new());
-    let a = start_node(&[], &[ROLE]).await;
-    let seeds = [addr(&a)];
-    let b = start_node(&seeds, &[ROLE]).await;
-    let c = start_node(&seeds, &[ROLE]).await;
-    wait_up(&[&a, &b, &c], 3).await;
-    let mut regions = Vec::new();
-    let mut shared = Vec::new();
-    for n in [&a, &b, &c] {
-        let sh = Arc::new(common::Shared::default());
-        shared.push(sh.clone());
-        let f = CounterFactory {
-            journal: journal.clone(),
-            remoting: n.remoting().clone(),
-            shared: sh,
-        };
-        regions.push(
-            ShardRegion::start_on_node(settings("leave", Duration::from_secs(1)), f, n)
-                .await
-                .unwrap(),
-        );
-    }
-    let (reply_to, mut acks) = ack_sink(&a, "acks").await;
+    let fx = Fixture::start("leave").await;
+    // The node that leaves hosts the coordinator too: its shards and the coordinator move.
+    let victim = fx.coordinator_host();
+    let (reply_to, mut acks) = ack_sink(&fx.client, "acks").await;
     let entities: Vec<String> = (0..100).map(|i| format!("acct-{i}")).collect();
-    let cmds: Vec<(String, u64)> = (0..10_000u64)
-        .map(|i| (entities[(i % 100) as usize].clone(), i))
-        .collect();
-    let b_state = regions[1].clone();
-    // Every entity started (so b hosts shards with live entities) before the leave.
+    // Every entity started (so the leaving node hosts live entities) before the leave.
     let warm: Vec<(String, u64)> = entities
         .iter()
         .enumerate()
         .map(|(i, e)| (e.clone(), 1_000_000 + i as u64))
         .collect();
     send_until_acked(
-        &regions[0],
+        &fx.proxy,
         &reply_to,
         &mut acks,
         &warm,
@@ -166,14 +213,16 @@ async fn graceful_leave_under_load_applies_every_command_exactly_once() {
         |_| {},
     )
     .await;
-    let before = b_state.state().await.unwrap();
-    assert!(
-        before.entity_count() > 0,
-        "b hosts entities before it leaves"
-    );
+    let before = fx.regions[victim].state().await.unwrap();
+    assert!(before.entity_count() > 0, "the leaving node hosts entities");
+
+    let cmds: Vec<(String, u64)> = (0..10_000u64)
+        .map(|i| (entities[(i % 100) as usize].clone(), i))
+        .collect();
+    let leaving = &fx.role_nodes[victim];
     let mut left = false;
     let rep = send_until_acked(
-        &regions[0],
+        &fx.proxy,
         &reply_to,
         &mut acks,
         &cmds,
@@ -181,7 +230,7 @@ async fn graceful_leave_under_load_applies_every_command_exactly_once() {
         |n| {
             if n >= 3_000 && !left {
                 left = true;
-                b.leave();
+                leaving.leave();
             }
         },
     )
@@ -189,21 +238,14 @@ async fn graceful_leave_under_load_applies_every_command_exactly_once() {
     assert!(left);
     assert_eq!(rep.acked, 10_000);
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(20), b.terminated())
+        tokio::time::timeout(Duration::from_secs(20), leaving.terminated())
             .await
             .unwrap(),
         0
     );
-    assert!(
-        b_state
-            .state()
-            .await
-            .map(|s| s.shards.is_empty())
-            .unwrap_or(true)
-    );
     let mut all = BTreeSet::new();
     for e in &entities {
-        let ids = journal_ids(&journal, &format!("counter-{e}")).await;
+        let ids = journal_ids(&fx.journal, &format!("counter-{e}")).await;
         let distinct: BTreeSet<u64> = ids.iter().copied().collect();
         assert_eq!(distinct.len(), ids.len(), "{e}: a command applied twice");
         assert_eq!(ids.len(), 101, "{e}: {} commands", ids.len());
@@ -211,76 +253,55 @@ async fn graceful_leave_under_load_applies_every_command_exactly_once() {
         all.extend(distinct.into_iter().filter(|i| *i < 1_000_000));
     }
     assert_eq!(all, (0..10_000).collect::<BTreeSet<u64>>(), "none lost");
-    for sh in &shared {
+    for sh in &fx.shared {
         assert_eq!(
             sh.rejected_writes.load(Ordering::Relaxed),
             0,
             "two writers of one entity"
         );
     }
-    let stats = regions[0].cluster_stats().await.unwrap();
+    let stats = fx.proxy.cluster_stats().await.unwrap();
     assert_eq!(stats.regions.len(), 2, "{stats:?}");
     assert!(
         !stats
             .regions
             .iter()
-            .any(|r| r.address == addr(&b).to_string())
+            .any(|r| r.address == addr(leaving).to_string())
     );
-    let survivors = [
-        regions[0].state().await.unwrap(),
-        regions[2].state().await.unwrap(),
-    ];
+    assert_eq!(stats.regions.iter().map(|r| r.entities).sum::<usize>(), 100);
+    let proxy_state = fx.proxy.state().await.unwrap();
     assert!(
-        survivors
-            .iter()
-            .all(|s| s.handoffs_seen >= before.shards.len() as u64),
-        "{survivors:?}"
+        proxy_state.handoffs_seen >= before.shards.len() as u64,
+        "{proxy_state:?}"
     );
     println!(
-        "graceful leave: {} shards / {} entities handed off; {} re-sends; longest ack {:?}; longest pause {} ms",
+        "graceful leave of the coordinator's node: {} shards / {} entities handed off; {} re-sends; longest ack {:?}; longest pause at the sender's region {} ms",
         before.shards.len(),
         before.entity_count(),
         rep.retries,
         rep.max_latency,
-        survivors
-            .iter()
-            .map(|s| s.max_handoff_pause_ms)
-            .max()
-            .unwrap()
+        proxy_state.max_handoff_pause_ms
     );
-    for n in [&a, &c] {
-        n.halt().await;
+    for (i, n) in fx.role_nodes.iter().enumerate() {
+        if i != victim {
+            n.halt().await;
+        }
     }
+    fx.client.halt().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_nodes_shards_move_and_their_entities_recover_from_the_journal() {
-    let journal = Arc::new(InMemoryStore::new());
-    let a = start_node(&[], &[ROLE]).await;
-    let seeds = [addr(&a)];
-    let b = start_node(&seeds, &[ROLE]).await;
-    let c = start_node(&seeds, &[ROLE]).await;
-    wait_up(&[&a, &b, &c], 3).await;
-    let mut regions = Vec::new();
-    for n in [&a, &b, &c] {
-        let f = CounterFactory {
-            journal: journal.clone(),
-            remoting: n.remoting().clone(),
-            shared: Arc::default(),
-        };
-        regions.push(
-            ShardRegion::start_on_node(settings("kill", Duration::from_secs(1)), f, n)
-                .await
-                .unwrap(),
-        );
-    }
-    let (reply_to, mut acks) = ack_sink(&a, "acks").await;
+    let fx = Fixture::start("kill").await;
+    // The killed node hosts the coordinator too: a new one must rebuild the allocation.
+    let victim = fx.coordinator_host();
+    let (reply_to, mut acks) = ack_sink(&fx.client, "acks").await;
     let entities: Vec<String> = (0..100).map(|i| format!("k-{i}")).collect();
     let cmds: Vec<(String, u64)> = (0..1_000u64)
         .map(|i| (entities[(i % 100) as usize].clone(), i))
         .collect();
     let rep = send_until_acked(
-        &regions[0],
+        &fx.proxy,
         &reply_to,
         &mut acks,
         &cmds,
@@ -289,18 +310,24 @@ async fn a_killed_nodes_shards_move_and_their_entities_recover_from_the_journal(
     )
     .await;
     assert_eq!(rep.acked, 1_000);
-    let on_b = regions[1].state().await.unwrap();
-    assert!(!on_b.shards.is_empty(), "b hosts shards");
-    let b_entities: Vec<String> = on_b
+    let on_victim = fx.regions[victim].state().await.unwrap();
+    let victim_entities: Vec<String> = on_victim
         .shards
         .iter()
         .flat_map(|s| s.entities.clone())
         .collect();
-    assert!(!b_entities.is_empty());
+    assert!(!victim_entities.is_empty(), "the victim hosts entities");
 
-    b.halt().await;
-    let gone = addr(&b).to_string();
-    for n in [&a, &c] {
+    let dead = &fx.role_nodes[victim];
+    dead.halt().await;
+    fx.regions[victim].stop();
+    let gone = addr(dead).to_string();
+    for (i, n) in fx
+        .role_nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+    {
         assert!(
             n.cluster()
                 .wait_until(
@@ -308,14 +335,14 @@ async fn a_killed_nodes_shards_move_and_their_entities_recover_from_the_journal(
                     Duration::from_secs(30)
                 )
                 .await,
-            "b was not downed and removed"
+            "node {i}: the killed node was not downed and removed"
         );
     }
     let more: Vec<(String, u64)> = (1_000..2_000u64)
         .map(|i| (entities[(i % 100) as usize].clone(), i))
         .collect();
     let rep = send_until_acked(
-        &regions[2],
+        &fx.proxy,
         &reply_to,
         &mut acks,
         &more,
@@ -331,18 +358,32 @@ async fn a_killed_nodes_shards_move_and_their_entities_recover_from_the_journal(
             "{e} recovered its 10 commands and applied 10 more"
         );
     }
-    let stats = regions[0].cluster_stats().await.unwrap();
+    let stats = fx.proxy.cluster_stats().await.unwrap();
     assert_eq!(stats.regions.len(), 2, "{stats:?}");
     assert!(stats.failed.is_empty());
-    let hosted: usize = stats.regions.iter().map(|r| r.entities).sum();
-    assert_eq!(hosted, 100, "every entity runs on a or c: {stats:?}");
-    for e in &b_entities {
-        let ids = journal_ids(&journal, &format!("counter-{e}")).await;
-        assert_eq!(ids.len(), 20);
+    assert_eq!(
+        stats.regions.iter().map(|r| r.entities).sum::<usize>(),
+        100,
+        "{stats:?}"
+    );
+    for e in &victim_entities {
+        let ids = journal_ids(&fx.journal, &format!("counter-{e}")).await;
+        let distinct: BTreeSet<u64> = ids.iter().copied().collect();
+        assert_eq!((ids.len(), distinct.len()), (20, 20));
     }
-    for n in [&a, &c] {
-        n.halt().await;
+    for sh in &fx.shared {
+        assert_eq!(
+            sh.rejected_writes.load(Ordering::Relaxed),
+            0,
+            "two writers of one entity"
+        );
     }
+    for (i, n) in fx.role_nodes.iter().enumerate() {
+        if i != victim {
+            n.halt().await;
+        }
+    }
+    fx.client.halt().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
