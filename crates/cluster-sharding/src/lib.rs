@@ -21,8 +21,9 @@
 //! On every node with the type's role, start a region with an [`EntityFactory`]; on
 //! other nodes a proxy. Send with [`ShardRegion::tell`] (or `tell_traced` with a W3C
 //! `traceparent`); query with [`ShardRegion::state`] / [`ShardRegion::cluster_stats`];
-//! serve `GET /cluster/shards/{type}` by merging [`ShardingRegistry::router`] into the
-//! management router.
+//! serve `GET /cluster/shards/{type}` on the management port by putting
+//! [`ShardingRegistry::router`] into `NodeConfig.management.routes` before the node
+//! starts and inserting the regions into the registry.
 //!
 //! ```no_run
 //! use cluster_sharding::{
@@ -70,7 +71,7 @@
 //!     print!("{}", cluster_sharding::format_stats_lines(&stats));
 //!     let registry = ShardingRegistry::new();
 //!     registry.insert("account", region.clone());
-//!     let _routes: axum::Router = registry.router(); // merge into the management router
+//!     let _routes: axum::Router = registry.router(); // NodeConfig.management.routes
 //!     Ok(())
 //! }
 //! ```

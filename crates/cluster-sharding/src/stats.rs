@@ -196,8 +196,10 @@ impl ShardingRegistry {
         Some(src.cluster_stats().await)
     }
 
-    /// `GET /cluster/shards/{type}` over this registry, to merge into the management
-    /// router: `management_router.merge(registry.router())`.
+    /// `GET /cluster/shards/{type}` over this registry, for the node's management port:
+    /// create the registry first, set `NodeConfig.management.routes =
+    /// Some(registry.router())` before `Node::start`, then `insert` each region once it
+    /// runs (the route looks types up on every request).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/cluster/shards/{type}", get(shards_handler))

@@ -389,7 +389,12 @@ async fn a_killed_nodes_shards_move_and_their_entities_recover_from_the_journal(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn management_route_serves_cluster_shard_stats() {
     let journal = Arc::new(InMemoryStore::new());
-    let a = start_node(&[], &[ROLE]).await;
+    // The registry exists before the node, so its route is served from the start; the
+    // regions are added once they run.
+    let registry = cluster_sharding::ShardingRegistry::new();
+    let mut cfg = runtime::NodeConfig::local(Vec::new(), &[ROLE], TICK);
+    cfg.management.as_mut().expect("management on").routes = Some(registry.router());
+    let a = Node::start(cfg).await.unwrap();
     let b = start_node(&[addr(&a)], &[ROLE]).await;
     wait_up(&[&a, &b], 2).await;
     let mut regions = Vec::new();
@@ -405,6 +410,7 @@ async fn management_route_serves_cluster_shard_stats() {
                 .unwrap(),
         );
     }
+    registry.insert("http", regions[0].clone());
     let (reply_to, mut acks) = ack_sink(&a, "acks").await;
     let cmds: Vec<(String, u64)> = (0..40u64).map(|i| (format!("h-{i}"), i)).collect();
     send_until_acked(
@@ -417,12 +423,7 @@ async fn management_route_serves_cluster_shard_stats() {
     )
     .await;
 
-    let registry = cluster_sharding::ShardingRegistry::new();
-    registry.insert("http", regions[0].clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, registry.router()).await });
-    let base = format!("http://127.0.0.1:{port}/cluster/shards");
+    let base = format!("http://{}/cluster/shards", a.management_addr().unwrap());
     let (status, body) = runtime::http_client::request(
         "GET",
         &format!("{base}/http"),
