@@ -1,7 +1,7 @@
 //! The shard coordinator actor of one entity type.
 //!
 //! [`ShardCoordinator`] is a ractor actor around the pure
-//! [`CoordinatorState`](crate::allocation::CoordinatorState): it registers itself on the
+//! [`CoordinatorState`]: it registers itself on the
 //! transport as `sharding/{type}/coordinator`, feeds it region messages, membership
 //! views and ticks, and sends what the state decides. It runs as a cluster singleton
 //! (`cluster_tools::ClusterSingletonManager`, see [`crate::node`]) on the oldest Up

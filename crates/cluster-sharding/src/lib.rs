@@ -76,6 +76,8 @@
 //! }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod allocation;
 pub mod coordinator;
 pub mod entity;

@@ -23,6 +23,23 @@
 //!
 //! Entities are spawned off the region's task (their `pre_start`, e.g. a journal
 //! replay, never blocks routing); messages that arrive meanwhile queue in order.
+//!
+//! Guarantees and limits, written down:
+//! - Delivery is at most once per send, as in Akka: a message to a node whose link is
+//!   down (unreachable, not yet downed) is dropped by the transport and counted there;
+//!   a full buffer drops and counts. Senders that need every command applied retry
+//!   until acknowledged, and entities deduplicate (the tests do exactly that).
+//! - Order per sender and entity holds while a shard stays put. Around a hand-off, a
+//!   message already on its way to the old home is forwarded from there after the move
+//!   and may arrive after later messages that went straight to the new home.
+//! - A shard is never hosted by two regions: the coordinator allocates only
+//!   unallocated shards (see [`crate::allocation`]), a region hosts only what a
+//!   coordinator it currently recognises told it to, and it reports what it hosts when
+//!   it registers. Unreachable members are not treated as gone until they are downed.
+//! - Remember-entities keeps the ids in the coordinator (reported by the regions as
+//!   entities start, and again when a region registers); ids of entities whose node and
+//!   coordinator were lost together are not restarted until their next message.
+//!   Passivated entities stay remembered.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
