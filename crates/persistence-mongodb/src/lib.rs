@@ -401,6 +401,34 @@ impl MongoStore {
         let _ = self.metadata.delete_one(doc! {"_id": done_id(token)}).await;
     }
 
+    /// Stores writes whose documents are known to encode: all in one transaction, or, when a
+    /// sequence number is taken, one by one so that only the conflicting writes are rejected.
+    async fn write_good(&self, writes: &[AtomicWrite]) -> Result<Vec<Result<()>>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(match self.write_group(writes).await {
+            Ok(()) => writes.iter().map(|_| Ok(())).collect(),
+            Err(GroupError::Duplicate(reason)) if writes.len() == 1 => {
+                vec![Err(writes[0].rejected(format!("duplicate key: {reason}")))]
+            }
+            Err(GroupError::Duplicate(_)) => {
+                let mut out = Vec::with_capacity(writes.len());
+                for w in writes {
+                    match self.write_group(std::slice::from_ref(w)).await {
+                        Ok(()) => out.push(Ok(())),
+                        Err(GroupError::Duplicate(reason)) => {
+                            out.push(Err(w.rejected(format!("duplicate key: {reason}"))))
+                        }
+                        Err(GroupError::Other(e)) => return Err(e),
+                    }
+                }
+                out
+            }
+            Err(GroupError::Other(e)) => return Err(e),
+        })
+    }
+
     /// Stores the writes in one transaction: `Ok` when all are durable.
     async fn write_group(&self, writes: &[AtomicWrite]) -> std::result::Result<(), GroupError> {
         let n: i64 = writes.iter().map(|w| w.len() as i64).sum();
@@ -698,29 +726,33 @@ async fn commit_with_retry(session: &mut ClientSession) -> mongodb::error::Resul
 #[async_trait]
 impl Journal for MongoStore {
     async fn write_messages(&self, writes: Vec<AtomicWrite>) -> Result<Vec<Result<()>>> {
-        if writes.is_empty() {
-            return Ok(Vec::new());
+        // A write whose payload cannot become BSON is refused alone; the others go ahead.
+        let mut results: Vec<Option<Result<()>>> = writes
+            .iter()
+            .map(|w| {
+                w.events()
+                    .iter()
+                    .try_for_each(|e| convert::payload_to_bson(&e.payload).map(|_| ()))
+                    .err()
+                    .map(Err)
+            })
+            .collect();
+        let good: Vec<AtomicWrite> = writes
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_none())
+            .map(|(w, _)| w.clone())
+            .collect();
+        let mut outcome = self.write_good(&good).await?.into_iter();
+        for r in results.iter_mut().filter(|r| r.is_none()) {
+            *r = outcome.next();
         }
-        let results = match self.write_group(&writes).await {
-            Ok(()) => writes.iter().map(|_| Ok(())).collect(),
-            Err(GroupError::Duplicate(reason)) if writes.len() == 1 => {
-                vec![Err(writes[0].rejected(format!("duplicate key: {reason}")))]
-            }
-            Err(GroupError::Duplicate(_)) => {
-                let mut out = Vec::with_capacity(writes.len());
-                for w in &writes {
-                    match self.write_group(std::slice::from_ref(w)).await {
-                        Ok(()) => out.push(Ok(())),
-                        Err(GroupError::Duplicate(reason)) => {
-                            out.push(Err(w.rejected(format!("duplicate key: {reason}"))))
-                        }
-                        Err(GroupError::Other(e)) => return Err(e),
-                    }
-                }
-                out
-            }
-            Err(GroupError::Other(e)) => return Err(e),
-        };
+        let results: Vec<Result<()>> = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(PersistenceError::Backend("missing write result".into())))
+            })
+            .collect();
         if results.iter().any(|r| r.is_ok()) {
             self.commits.send_modify(|c| *c += 1);
         }

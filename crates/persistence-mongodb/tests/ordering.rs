@@ -198,3 +198,28 @@ async fn an_unreachable_server_is_unavailable() {
     let err = MongoStore::open(c).await.err().expect("must fail");
     assert!(err.is_unavailable(), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_bson_cannot_hold_is_refused_alone_and_nothing_else_is_lost() {
+    let db = common::unique_db("badpayload");
+    let s = store(&db, Duration::from_secs(30)).await;
+    let mut bad = event("bad", 1, "t");
+    bad.payload = Payload::from_json(format!("{{\"n\":{}}}", u64::MAX)).unwrap();
+    let good = event("good", 1, "t");
+    let r = s
+        .write_messages(vec![
+            AtomicWrite::new(vec![bad]).unwrap(),
+            AtomicWrite::new(vec![good]).unwrap(),
+        ])
+        .await
+        .unwrap();
+    let err = r[0].as_ref().unwrap_err();
+    assert!(
+        matches!(err, persistence::PersistenceError::Serialization(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("64-bit"), "{err}");
+    assert!(r[1].is_ok(), "{:?}", r[1]);
+    assert_eq!(s.highest_sequence_nr("bad", 0).await.unwrap(), 0);
+    assert_eq!(s.highest_sequence_nr("good", 0).await.unwrap(), 1);
+}
