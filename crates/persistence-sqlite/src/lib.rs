@@ -184,6 +184,10 @@ fn open_connection(config: &SqliteConfig, write: bool) -> Result<Connection> {
             "PRAGMA synchronous = NORMAL;"
         })
         .map_err(classify)?;
+        // Checkpoint the WAL every ~40 MB instead of every 4 MB: index pages that many inserts
+        // touch are copied back to the database file once per checkpoint instead of many times.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 10000;")
+            .map_err(classify)?;
         conn.execute_batch(SCHEMA).map_err(classify)?;
     }
     // A 64 MiB page cache per connection keeps the indexes of a busy journal in memory.
