@@ -21,6 +21,23 @@ use cluster_sharding::{ShardRegion, shard_of};
 use common::*;
 use persistence::InMemoryStore;
 
+/// CPU seconds this process used so far (user + system, from `/proc/self/stat`).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The 1-minute load average, to read the figures of a busy machine.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 async fn throughput(
     label: &str,
     region: &ShardRegion<Cmd>,
@@ -38,6 +55,7 @@ async fn throughput(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let base = target;
+    let cpu0 = cpu_seconds();
     let t = Instant::now();
     let mut sent = 0u64;
     while sent < n {
@@ -58,10 +76,15 @@ async fn throughput(
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu0
+        .zip(cpu_seconds())
+        .map(|(a, b)| format!("{:.2} CPU-µs/msg over both nodes", (b - a) * 1e6 / n as f64))
+        .unwrap_or_default();
     println!(
-        "{label}: {n} messages to {} entities in {secs:.3} s = {:.0} msg/s",
+        "{label}: {n} messages to {} entities in {secs:.3} s = {:.0} msg/s ({cpu}; load average {})",
         entities.len(),
-        n as f64 / secs
+        n as f64 / secs,
+        load_average()
     );
 }
 
