@@ -80,6 +80,23 @@ pub enum BookEvent {
 }
 
 impl BookEvent {
+    /// The type name stored with every journaled book event (the journal's manifest).
+    pub const MANIFEST: &'static str = "BookEvent";
+    /// The schema version of journaled book events.
+    pub const SCHEMA_VERSION: u32 = 1;
+
+    /// The journal tags of this event: the ticker (`MSFT`) and ticker plus kind (`MSFT-Match`),
+    /// which is what the pricing engine reads matches by.
+    pub fn tags(&self) -> Vec<String> {
+        let ticker = self.ticker();
+        vec![ticker.to_string(), Self::kind_tag(ticker, self.kind())]
+    }
+
+    /// The tag of one kind of event of a ticker, such as `MSFT-Match`.
+    pub fn kind_tag(ticker: Ticker, kind: &str) -> String {
+        format!("{ticker}-{kind}")
+    }
+
     /// The ticker every event carries.
     pub fn ticker(&self) -> Ticker {
         match self {

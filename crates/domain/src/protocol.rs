@@ -10,7 +10,7 @@
 //! | `orderBook` | topic `{ticker}-Fill` | [`Fill`](crate::Fill) |
 //! | `orderBook` | topic `{ticker}-Match` | [`Match`](crate::Match) (numbered by `trade_id`) |
 //! | pricing-web, tradectl | `priceAggregator` entity (id = ticker) | [`PriceCommand`] |
-//! | `priceAggregator` | topic `{ticker}-price` | [`PriceUpdate`] |
+//! | `priceAggregator` | topics `{ticker}-price`, `{ticker}-volume` | [`PriceUpdate`] |
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,21 @@ use crate::book::{BookSnapshot, CancelOutcome, PlaceOutcome};
 use crate::order::{Order, OrderId};
 use crate::pricing::PriceUpdate;
 use crate::ticker::Ticker;
+
+/// The sharded entity type of order books (one entity per ticker).
+pub const ORDER_BOOK: &str = "orderBook";
+/// The role of the nodes that host order books.
+pub const TRADE_PROCESSOR_ROLE: &str = "trade-processor";
+/// The sharded entity type of price aggregators (one entity per ticker).
+pub const PRICE_AGGREGATOR: &str = "priceAggregator";
+/// The role of the nodes that host price aggregators.
+pub const PRICING_ROLE: &str = "pricing-engine";
+/// The role of the nodes that run traders.
+pub const TRADER_ROLE: &str = "trader";
+/// The role every node that handles trade events carries, as in the workshop.
+pub const TRADE_EVENTS_ROLE: &str = "trade-events";
+/// The cluster-client service through which price histories are asked for.
+pub const PRICE_HISTORY_SERVICE: &str = "price-history";
 
 /// A command to the order book of one ticker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +156,12 @@ pub mod topics {
     /// Price updates of `ticker`: `MSFT-price`.
     pub fn prices(ticker: Ticker) -> String {
         format!("{ticker}-price")
+    }
+
+    /// Volume updates of `ticker`: `MSFT-volume` (the same [`PriceUpdate`](crate::PriceUpdate)
+    /// as on the price topic, for subscribers that follow volume only, as in the workshop).
+    pub fn volumes(ticker: Ticker) -> String {
+        format!("{ticker}-volume")
     }
 }
 

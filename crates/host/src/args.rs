@@ -1,0 +1,90 @@
+//! The command line every service shares: the runtime's node flags (each with its
+//! environment variable, see `runtime::config`) and the persistence backend.
+
+use std::path::PathBuf;
+
+use runtime::config::ConfigError;
+
+/// Flags of every service binary; flatten it into the binary's clap parser.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostArgs {
+    /// Node settings (cluster address, seeds, roles, management port, ...).
+    #[command(flatten)]
+    pub node: runtime::NodeArgs,
+    /// Folder of the embedded SQLite journal, used when no MongoDB is configured.
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// MongoDB connection string (`mongodb://host:27017/akkaTrader`); when set, events and
+    /// snapshots go to MongoDB instead of SQLite.
+    #[arg(long, env = "MONGO_CONNECTION_STR", hide_env_values = true)]
+    pub mongo: Option<String>,
+}
+
+/// Where a process keeps its events and snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded SQLite database `journal.db` in this folder.
+    Sqlite(PathBuf),
+    /// A MongoDB server.
+    Mongo(String),
+}
+
+impl HostArgs {
+    /// The persistence backend the flags ask for, checked.
+    pub fn store(&self) -> Result<StoreConfig, ConfigError> {
+        match self.mongo.as_deref().map(str::trim) {
+            Some(uri) if !uri.is_empty() => {
+                if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
+                    Ok(StoreConfig::Mongo(uri.to_string()))
+                } else {
+                    Err(ConfigError {
+                        variable: "MONGO_CONNECTION_STR",
+                        flag: "--mongo",
+                        value: "<hidden>".into(),
+                        reason: "must start with mongodb:// or mongodb+srv://".into(),
+                    })
+                }
+            }
+            _ => {
+                if self.data_dir.as_os_str().is_empty() {
+                    return Err(ConfigError {
+                        variable: "DATA_DIR",
+                        flag: "--data-dir",
+                        value: String::new(),
+                        reason: "must name a folder".into(),
+                    });
+                }
+                Ok(StoreConfig::Sqlite(self.data_dir.clone()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        host: HostArgs,
+    }
+
+    #[test]
+    fn sqlite_is_the_default_and_mongo_is_checked() {
+        let cli = Cli::parse_from(["x", "--data-dir", "/tmp/d"]);
+        assert_eq!(
+            cli.host.store().unwrap(),
+            StoreConfig::Sqlite("/tmp/d".into())
+        );
+        let cli = Cli::parse_from(["x", "--mongo", "mongodb://m:27017/akkaTrader"]);
+        assert_eq!(
+            cli.host.store().unwrap(),
+            StoreConfig::Mongo("mongodb://m:27017/akkaTrader".into())
+        );
+        let cli = Cli::parse_from(["x", "--mongo", "http://nope"]);
+        let e = cli.host.store().unwrap_err();
+        assert_eq!(e.variable, "MONGO_CONNECTION_STR");
+    }
+}

@@ -1,0 +1,53 @@
+//! A started service node: the runtime node, distributed pub-sub on it, and the sharding
+//! registry that the node's management port serves as `GET /cluster/shards/{type}`.
+
+use cluster_sharding::ShardingRegistry;
+use cluster_tools::pubsub::{DistributedPubSub, PubSubSettings};
+use runtime::NodeConfig;
+use runtime::node::{Node, NodeError};
+
+/// Why a service node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The runtime node did not start.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The pub-sub mediator did not start.
+    #[error("cannot start pub-sub: {0}")]
+    PubSub(#[from] ractor::SpawnErr),
+}
+
+/// A cluster member running a service.
+pub struct ServiceNode {
+    /// The runtime node.
+    pub node: Node,
+    /// Distributed pub-sub on this node.
+    pub pubsub: DistributedPubSub,
+    /// The sharded types of this node (add each region after starting it).
+    pub sharding: ShardingRegistry,
+}
+
+impl ServiceNode {
+    /// Starts the node, its pub-sub mediator, and serves the sharding statistics on the
+    /// management port.
+    pub async fn start(mut config: NodeConfig) -> Result<ServiceNode, ServiceError> {
+        let sharding = ShardingRegistry::new();
+        if let Some(management) = config.management.as_mut() {
+            management.routes = Some(sharding.router());
+        }
+        let node = Node::start(config).await?;
+        let pubsub =
+            DistributedPubSub::start(node.cluster(), node.remoting(), PubSubSettings::default())
+                .await?;
+        Ok(ServiceNode {
+            node,
+            pubsub,
+            sharding,
+        })
+    }
+
+    /// Runs until the node shuts down (SIGTERM/Ctrl-C leave gracefully); the exit code.
+    pub async fn run(&self) -> i32 {
+        runtime::node::run_node(&self.node).await
+    }
+}

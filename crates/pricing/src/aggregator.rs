@@ -1,0 +1,365 @@
+//! The `priceAggregator` entity: one per ticker, sharded over the `pricing-engine` nodes.
+//!
+//! It keeps the ticker's [`PriceProjection`] fed from two sources:
+//! - the journal: a live events-by-tag stream of `{ticker}-Match` from the checkpointed
+//!   offset, which never misses a match (a restart, a lost publish, a node that was down);
+//! - pub-sub `{ticker}-Match`, for latency: a published match is applied at once when it is
+//!   the next trade id, and otherwise left to the journal stream.
+//!
+//! Every publish interval it publishes the new price on `{ticker}-price` and
+//! `{ticker}-volume` when it changed, and every checkpoint interval it saves the projection
+//! (price state, last trade id, journal offset) as a snapshot `priceAggregator-{ticker}`.
+//! It is a projection: it writes no events of its own.
+
+use std::time::{Duration, Instant};
+
+use cluster_sharding::{EntityContext, EntityFactory, EntityMsg};
+use cluster_tools::client::ReplyTo;
+use cluster_tools::pubsub::DistributedPubSub;
+use domain::protocol::{PriceHistory, topics};
+use domain::{BookEvent, Match, PricingConfig, Ticker};
+use futures::StreamExt;
+use host::Stores;
+use persistence::{
+    Offset, Persistable, SnapshotData, SnapshotMetadata, SnapshotSelectionCriteria, events_by_tag,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use runtime::Remoting;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::projection::{Applied, PriceProjection};
+
+/// What a price aggregator receives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PriceMsg {
+    /// Start (or keep) running; pricing nodes send it to every ticker.
+    Wake,
+    /// A match published on `{ticker}-Match`.
+    Published(Match),
+    /// An event of the `{ticker}-Match` tag read from the journal at `offset` (`None` when
+    /// it is not a match of this ticker).
+    Journaled {
+        /// The match.
+        trade: Option<Match>,
+        /// Its journal offset.
+        offset: u64,
+    },
+    /// Publish and checkpoint when due.
+    Tick,
+    /// A client asks for the price history.
+    GetHistory {
+        /// Where the answer goes (through the client's receptionist).
+        reply_to: ReplyTo,
+    },
+}
+
+impl Persistable for PriceProjection {
+    const MANIFEST: &'static str = "PriceProjection";
+}
+
+/// Timings of the aggregators.
+#[derive(Debug, Clone, Copy)]
+pub struct AggregatorSettings {
+    /// How often a changed price is published.
+    pub publish_interval: Duration,
+    /// How often a changed projection is checkpointed.
+    pub checkpoint_interval: Duration,
+    /// EMWA window and history length.
+    pub pricing: PricingConfig,
+}
+
+impl Default for AggregatorSettings {
+    fn default() -> Self {
+        AggregatorSettings {
+            publish_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_secs(2),
+            pricing: PricingConfig::default(),
+        }
+    }
+}
+
+/// The persistence id of a ticker's projection checkpoints: `priceAggregator-MSFT`.
+pub fn persistence_id(ticker: Ticker) -> String {
+    format!("priceAggregator-{ticker}")
+}
+
+/// The aggregator actor.
+pub struct PriceAggregator;
+
+/// What an aggregator starts with.
+pub struct AggregatorArgs {
+    ticker: Ticker,
+    stores: Stores,
+    pubsub: DistributedPubSub,
+    remoting: Remoting,
+    settings: AggregatorSettings,
+}
+
+/// An aggregator's state.
+pub struct AggregatorState {
+    args: AggregatorArgs,
+    projection: PriceProjection,
+    price_topic: String,
+    volume_topic: String,
+    published_trade: u64,
+    checkpointed_trade: u64,
+    checkpointed_offset: u64,
+    last_checkpoint: Instant,
+    stream: JoinHandle<()>,
+}
+
+fn wrap(message: PriceMsg) -> EntityMsg<PriceMsg> {
+    EntityMsg {
+        message,
+        trace_context: None,
+    }
+}
+
+/// Reads `{ticker}-Match` from the journal after `offset`, forever, handing each event to
+/// the aggregator; resumes after errors from the last offset it handed over.
+fn spawn_stream(
+    stores: &Stores,
+    ticker: Ticker,
+    mut offset: u64,
+    me: ActorRef<EntityMsg<PriceMsg>>,
+) -> JoinHandle<()> {
+    let query = stores.query.clone();
+    let tag = BookEvent::kind_tag(ticker, "Match");
+    tokio::spawn(async move {
+        loop {
+            let mut stream = events_by_tag(query.clone(), tag.clone(), Offset(offset));
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(env) => {
+                        offset = env.offset.value();
+                        let trade = match env.event.decode::<Journaled>() {
+                            Ok(Journaled(BookEvent::Match(m))) if m.ticker == ticker => Some(m),
+                            Ok(_) => None,
+                            Err(e) => {
+                                warn!(%ticker, offset, error = %e, "undecodable journal event skipped");
+                                None
+                            }
+                        };
+                        if me
+                            .cast(wrap(PriceMsg::Journaled { trade, offset }))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(%ticker, error = %e, "events-by-tag stream failed; resuming");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// Book events as pricing reads them from the journal (the same manifest the order books
+/// write with).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Journaled(BookEvent);
+
+impl Persistable for Journaled {
+    const MANIFEST: &'static str = BookEvent::MANIFEST;
+    const SCHEMA_VERSION: u32 = BookEvent::SCHEMA_VERSION;
+}
+
+impl AggregatorState {
+    async fn checkpoint(&mut self) {
+        let p = &self.projection;
+        if p.last_trade_id() == self.checkpointed_trade && p.offset() == self.checkpointed_offset {
+            return;
+        }
+        let pid = persistence_id(self.args.ticker);
+        // The snapshot's sequence number is the offset read so far, which only grows.
+        let seq = p.offset().max(1);
+        let data = match SnapshotData::from_state(p) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(ticker = %self.args.ticker, error = %e, "cannot encode the checkpoint");
+                return;
+            }
+        };
+        let snapshots = &self.args.stores.snapshots;
+        match snapshots
+            .save_snapshot(SnapshotMetadata::new(pid.clone(), seq), data)
+            .await
+        {
+            Ok(()) => {
+                self.checkpointed_trade = p.last_trade_id();
+                self.checkpointed_offset = p.offset();
+                self.last_checkpoint = Instant::now();
+                if seq > 1 {
+                    let older = SnapshotSelectionCriteria::max_sequence_nr(seq - 1);
+                    if let Err(e) = snapshots.delete_snapshots(&pid, older).await {
+                        debug!(%pid, error = %e, "older checkpoints not deleted");
+                    }
+                }
+            }
+            Err(e) => warn!(%pid, error = %e, "checkpoint failed; will retry"),
+        }
+    }
+
+    fn publish(&mut self) {
+        if self.projection.last_trade_id() == self.published_trade {
+            return;
+        }
+        if let Some(update) = self.projection.aggregate().current() {
+            for topic in [&self.price_topic, &self.volume_topic] {
+                if let Err(e) = self.args.pubsub.publish(topic, &update) {
+                    debug!(%topic, error = %e, "price publish failed");
+                }
+            }
+            self.published_trade = self.projection.last_trade_id();
+        }
+    }
+}
+
+impl Actor for PriceAggregator {
+    type Msg = EntityMsg<PriceMsg>;
+    type State = AggregatorState;
+    type Arguments = AggregatorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: AggregatorArgs,
+    ) -> Result<AggregatorState, ActorProcessingErr> {
+        let pid = persistence_id(args.ticker);
+        let projection = match args
+            .stores
+            .snapshots
+            .load_snapshot(&pid, SnapshotSelectionCriteria::latest())
+            .await?
+        {
+            Some(s) => s.data.decode::<PriceProjection>()?,
+            None => PriceProjection::new(args.ticker, args.settings.pricing),
+        };
+        info!(
+            ticker = %args.ticker,
+            last_trade = projection.last_trade_id(),
+            offset = projection.offset(),
+            "price aggregator started"
+        );
+        args.pubsub
+            .subscribe_with(&topics::matches(args.ticker), None, myself.clone(), |d| {
+                d.decode::<Match>().map(|m| wrap(PriceMsg::Published(m)))
+            })
+            .await
+            .map_err(|e| format!("cannot subscribe to matches: {e}"))?;
+        let stream = spawn_stream(
+            &args.stores,
+            args.ticker,
+            projection.offset(),
+            myself.clone(),
+        );
+        myself.send_interval(args.settings.publish_interval, || wrap(PriceMsg::Tick));
+        Ok(AggregatorState {
+            price_topic: topics::prices(args.ticker),
+            volume_topic: topics::volumes(args.ticker),
+            published_trade: projection.last_trade_id(),
+            checkpointed_trade: projection.last_trade_id(),
+            checkpointed_offset: projection.offset(),
+            last_checkpoint: Instant::now(),
+            projection,
+            stream,
+            args,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        s: &mut AggregatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg.message {
+            PriceMsg::Wake => {}
+            PriceMsg::Published(m) => {
+                if let Applied::Ahead { expected } = s.projection.apply_published(&m) {
+                    debug!(ticker = %m.ticker, expected, got = m.trade_id, "match ahead; the journal fills the gap");
+                }
+            }
+            PriceMsg::Journaled { trade, offset } => match trade {
+                Some(m) => {
+                    if let Applied::Ahead { expected } = s.projection.apply_journaled(&m, offset) {
+                        warn!(ticker = %m.ticker, expected, got = m.trade_id, "the journal skips a trade id");
+                    }
+                }
+                None => s.projection.skip_journaled(offset),
+            },
+            PriceMsg::Tick => {
+                s.publish();
+                if s.last_checkpoint.elapsed() >= s.args.settings.checkpoint_interval {
+                    s.checkpoint().await;
+                }
+            }
+            PriceMsg::GetHistory { reply_to } => {
+                let history = PriceHistory {
+                    ticker: s.args.ticker,
+                    updates: s.projection.aggregate().history().copied().collect(),
+                };
+                if let Err(e) =
+                    reply_to.reply(&s.args.remoting, &history, msg.trace_context.as_deref())
+                {
+                    debug!(error = %e, "history reply not sent");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        s: &mut AggregatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        s.stream.abort();
+        s.checkpoint().await;
+        Ok(())
+    }
+}
+
+/// Builds price aggregators for the shard region.
+pub struct AggregatorFactory {
+    /// Where matches are read and checkpoints kept.
+    pub stores: Stores,
+    /// Pub-sub of this node.
+    pub pubsub: DistributedPubSub,
+    /// Transport of this node (for history replies).
+    pub remoting: Remoting,
+    /// Timings.
+    pub settings: AggregatorSettings,
+}
+
+impl EntityFactory for AggregatorFactory {
+    type Message = PriceMsg;
+    type Entity = PriceAggregator;
+
+    fn create(&self, ctx: &EntityContext) -> (PriceAggregator, AggregatorArgs) {
+        let ticker = Ticker::new(&ctx.entity_id).unwrap_or_else(|e| {
+            warn!(entity_id = %ctx.entity_id, error = %e, "price aggregator for an invalid ticker");
+            Ticker::new(NOT_A_TICKER).expect("valid symbol")
+        });
+        (
+            PriceAggregator,
+            AggregatorArgs {
+                ticker,
+                stores: self.stores.clone(),
+                pubsub: self.pubsub.clone(),
+                remoting: self.remoting.clone(),
+                settings: self.settings,
+            },
+        )
+    }
+}
+
+/// Stands in for an entity id that is not a ticker symbol: an aggregator no match reaches.
+const NOT_A_TICKER: &str = "INVALID";

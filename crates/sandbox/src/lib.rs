@@ -1,0 +1,204 @@
+//! The sandbox: the whole trading cluster in one process, as real cluster nodes talking
+//! over loopback TCP: a lighthouse, two trade-processors, a pricing node, a traders node
+//! and pricing-web (a cluster client serving the dashboard), with the embedded SQLite
+//! journal under a data folder that survives restarts (the books recover).
+//!
+//! [`Sandbox::start`] starts it all; [`Sandbox::shutdown`] stops it the way a cluster is
+//! stopped: traders first, then each node leaves gracefully (shards handed off).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use domain::Ticker;
+use host::{ServiceNode, StoreConfig, Stores};
+use pricing_web::{PriceFeed, PriceHub};
+use runtime::cluster::ClusterConfig;
+use runtime::node::Node;
+use runtime::{NodeAddress, NodeConfig, Remoting};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Folder of the SQLite journal.
+    pub data_dir: PathBuf,
+    /// Tickers traded and shown.
+    pub tickers: Vec<Ticker>,
+    /// The traders' pace.
+    pub pacing: traders::TradersPacing,
+    /// How often prices are published.
+    pub publish_interval: Duration,
+    /// Dashboard port (0 = any free port).
+    pub http_port: u16,
+    /// Snapshot every this many events per order book.
+    pub snapshot_every: Option<u64>,
+}
+
+/// The running cluster.
+pub struct Sandbox {
+    /// The seed node.
+    pub lighthouse: Node,
+    /// The two order-book nodes.
+    pub trade_processors: Vec<ServiceNode>,
+    /// The pricing node.
+    pub pricing: ServiceNode,
+    /// The traders node.
+    pub traders_node: ServiceNode,
+    /// The traders on it.
+    pub traders: traders::Traders,
+    /// The dashboard's hub.
+    pub hub: Arc<PriceHub>,
+    /// The dashboard's address.
+    pub http: SocketAddr,
+    /// Where the data lives.
+    pub stores: Stores,
+    _pricing: pricing::Pricing,
+    feed: PriceFeed,
+    web_remoting: Remoting,
+    stop_http: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Cluster timings for nodes in one process: production failure detection (heartbeat 1 s,
+/// acceptable pause 3 s), quick gossip and joining on loopback.
+fn node_config(seeds: Vec<NodeAddress>, roles: &[&str]) -> NodeConfig {
+    let mut cfg = NodeConfig::local(seeds, roles, Duration::from_millis(200));
+    let local = cfg.cluster.clone();
+    cfg.cluster = ClusterConfig {
+        discovery: local.discovery,
+        roles: local.roles,
+        gossip_interval: Duration::from_millis(200),
+        seed_node_timeout: Duration::from_secs(1),
+        join_retry_interval: Duration::from_millis(200),
+        ..ClusterConfig::default()
+    };
+    cfg
+}
+
+impl Sandbox {
+    /// Starts every node and waits until the dashboard's feed is connected.
+    pub async fn start(config: SandboxConfig) -> anyhow::Result<Sandbox> {
+        let stores = Stores::open(&StoreConfig::Sqlite(config.data_dir.clone()))
+            .await
+            .context("opening the journal")?;
+
+        let lighthouse = Node::start(node_config(vec![], &["lighthouse"]))
+            .await
+            .context("starting the lighthouse")?;
+        let seeds = vec![lighthouse.address().address.clone()];
+
+        let mut trade_processors = Vec::new();
+        for _ in 0..2 {
+            let node = ServiceNode::start(node_config(seeds.clone(), &trade_processor::ROLES))
+                .await
+                .context("starting a trade-processor")?;
+            trade_processor::start(&node, &stores, config.snapshot_every)
+                .await
+                .context("starting the order books")?;
+            trade_processors.push(node);
+        }
+
+        let pricing_node = ServiceNode::start(node_config(seeds.clone(), &pricing::ROLES))
+            .await
+            .context("starting the pricing node")?;
+        let pricing_parts = pricing::start(
+            &pricing_node,
+            &stores,
+            config.tickers.clone(),
+            pricing::AggregatorSettings {
+                publish_interval: config.publish_interval,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("starting the price aggregators")?;
+
+        let traders_node = ServiceNode::start(node_config(seeds.clone(), &traders::ROLES))
+            .await
+            .context("starting the traders node")?;
+        let traders = traders::start(
+            &traders_node,
+            &traders::TradersConfig {
+                tickers: config.tickers.clone(),
+                pacing: config.pacing,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("starting the traders")?;
+
+        // pricing-web: not a member; a cluster client of the pricing node.
+        let web_remoting = Remoting::start(node_config(vec![], &[]).remoting)
+            .await
+            .context("starting pricing-web's transport")?;
+        let hub = PriceHub::new(config.tickers.clone(), 300);
+        let feed = PriceFeed::start(
+            &web_remoting,
+            vec![pricing_node.node.address().address.clone()],
+            hub.clone(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("starting the price feed")?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.http_port))
+            .await
+            .with_context(|| format!("binding the dashboard port {}", config.http_port))?;
+        let http = listener.local_addr()?;
+        let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = hub.clone();
+        tokio::spawn(async move {
+            let _ = pricing_web::http::serve(listener, served, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+
+        Ok(Sandbox {
+            lighthouse,
+            trade_processors,
+            pricing: pricing_node,
+            traders_node,
+            traders,
+            hub,
+            http,
+            stores,
+            _pricing: pricing_parts,
+            feed,
+            web_remoting,
+            stop_http,
+        })
+    }
+
+    /// Every node's role and management address, for the banner.
+    pub fn management_ports(&self) -> Vec<(String, Option<SocketAddr>)> {
+        let mut v = vec![("lighthouse".to_string(), self.lighthouse.management_addr())];
+        for (i, n) in self.trade_processors.iter().enumerate() {
+            v.push((
+                format!("trade-processor-{}", i + 1),
+                n.node.management_addr(),
+            ));
+        }
+        v.push(("pricing".into(), self.pricing.node.management_addr()));
+        v.push(("traders".into(), self.traders_node.node.management_addr()));
+        v
+    }
+
+    /// Stops trading, then every node leaves the cluster gracefully.
+    pub async fn shutdown(self) {
+        self.traders.stop();
+        self.feed.stop();
+        let _ = self.stop_http.send(());
+        let mut nodes: Vec<&Node> = vec![&self.traders_node.node, &self.pricing.node];
+        nodes.extend(self.trade_processors.iter().map(|n| &n.node));
+        for n in &nodes {
+            n.leave();
+        }
+        for n in &nodes {
+            let _ = tokio::time::timeout(Duration::from_secs(20), n.terminated()).await;
+        }
+        self.lighthouse.leave();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.lighthouse.terminated()).await;
+        self.web_remoting.shutdown(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,170 @@
+//! `sandbox`: runs the whole cluster locally. `cargo run --release -p sandbox`, then open the
+//! dashboard URL it prints; Ctrl-C stops it cleanly. `--bench SECONDS` runs a load and
+//! prints throughput and latencies instead.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use domain::Ticker;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use sandbox::{Sandbox, SandboxConfig};
+use traders::TradersPacing;
+
+/// Command line of the sandbox.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandbox",
+    version,
+    about = "The whole AkkaTrader cluster in one process"
+)]
+struct Cli {
+    /// Folder of the SQLite journal (kept across runs: books recover).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Dashboard port (0 = any free port).
+    #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
+    http_port: u16,
+    /// Tickers, comma separated (default: the workshop's 28).
+    #[arg(long)]
+    tickers: Option<String>,
+    /// Load mode: this many orders per second over all traders (default: workshop pace,
+    /// one order per trader every 10 s).
+    #[arg(long)]
+    orders_per_second: Option<u32>,
+    /// Price publish interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    publish_interval_ms: u64,
+    /// Run a load for this many seconds, print the figures and exit.
+    #[arg(long)]
+    bench: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::node::init_tracing();
+    let cli = Cli::parse();
+    let tickers = match &cli.tickers {
+        Some(list) => Ticker::parse_list(list).context("--tickers")?,
+        None => Ticker::defaults(),
+    };
+    let bench = cli.bench.map(Duration::from_secs);
+    let pacing = match (cli.orders_per_second, bench) {
+        (Some(n), _) => TradersPacing::Load {
+            orders_per_second: n,
+        },
+        (None, Some(_)) => TradersPacing::Load {
+            orders_per_second: 20_000,
+        },
+        (None, None) => TradersPacing::Workshop,
+    };
+    let publish_interval = if bench.is_some() && cli.publish_interval_ms == 1000 {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_millis(cli.publish_interval_ms)
+    };
+    let started = Instant::now();
+    let sandbox = Sandbox::start(SandboxConfig {
+        data_dir: cli.data_dir.clone(),
+        tickers,
+        pacing,
+        publish_interval,
+        http_port: if bench.is_some() { 0 } else { cli.http_port },
+        snapshot_every: Some(100),
+    })
+    .await?;
+
+    println!();
+    println!(
+        "  AkkaTrader sandbox is up ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    println!("  dashboard:   http://{}/", sandbox.http);
+    println!("  journal:     {}", sandbox.stores.description);
+    println!(
+        "  traders:     {} bidders and askers, {}",
+        sandbox.traders.count,
+        match pacing {
+            TradersPacing::Workshop => "workshop pace (one order each every 10 s)".to_string(),
+            TradersPacing::Load { orders_per_second } => format!("{orders_per_second} orders/s"),
+        }
+    );
+    for (name, addr) in sandbox.management_ports() {
+        if let Some(a) = addr {
+            println!("  {name:<18} management http://{a}/cluster/members");
+        }
+    }
+    if let Some((_, Some(a))) = sandbox.management_ports().first() {
+        println!("  try:         cargo run -p ctl --bin tradectl -- --addr {a} cluster show");
+        println!("               cargo run -p ctl --bin tradectl -- --addr {a} shards orderBook");
+    }
+    println!();
+
+    match bench {
+        Some(secs) => run_bench(&sandbox, secs).await?,
+        None => {
+            println!("  Ctrl-C stops the cluster.");
+            tokio::signal::ctrl_c().await?;
+            println!("stopping: traders first, then every node leaves the cluster");
+        }
+    }
+    sandbox.shutdown().await;
+    Ok(())
+}
+
+/// Measures the running cluster: confirmed orders per second and order-to-confirmation
+/// latency (from the traders' desk), and match-to-push latency seen by a WebSocket client of
+/// the dashboard (now minus the time of the newest match in each pushed update).
+async fn run_bench(sandbox: &Sandbox, secs: Duration) -> anyhow::Result<()> {
+    let url = format!("ws://{}/ws", sandbox.http);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+    let mut push = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    println!("bench: warming up for 10 s");
+    let warm_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < warm_until {
+        let _ = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+    }
+    let before = sandbox.traders.stats(true).await.context("desk stats")?;
+    let start = Instant::now();
+    while start.elapsed() < secs {
+        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) =
+            tokio::time::timeout(Duration::from_millis(200), ws.next()).await
+        {
+            let v: serde_json::Value = serde_json::from_str(t.as_str())?;
+            if v["type"] == "price"
+                && let Some(at) = v["at"].as_i64()
+            {
+                let us = (host::now_micros() - at).max(1) as u64;
+                let _ = push.record(us);
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let after = sandbox.traders.stats(false).await.context("desk stats")?;
+    let confirmed = after.confirmed - before.confirmed;
+    println!(
+        "bench: {:.0} s: {:.0} confirmed orders/s (placed {:.0}/s, re-sent {}, refused {}, rejected {}, unconfirmed now {})",
+        elapsed,
+        confirmed as f64 / elapsed,
+        (after.placed - before.placed) as f64 / elapsed,
+        after.resent - before.resent,
+        after.refused - before.refused,
+        after.rejected - before.rejected,
+        after.pending,
+    );
+    println!(
+        "bench: order-to-confirmation p50 {:.2} ms, p99 {:.2} ms ({} orders)",
+        after.latency_p50_us as f64 / 1000.0,
+        after.latency_p99_us as f64 / 1000.0,
+        after.latency_samples
+    );
+    println!(
+        "bench: match-to-push p50 {:.1} ms, p99 {:.1} ms ({} pushes)",
+        push.value_at_quantile(0.5) as f64 / 1000.0,
+        push.value_at_quantile(0.99) as f64 / 1000.0,
+        push.len()
+    );
+    Ok(())
+}

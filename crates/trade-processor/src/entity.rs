@@ -1,0 +1,227 @@
+//! The `orderBook` entity: one per ticker, sharded over the `trade-processor` nodes, running
+//! the domain's matching engine as an event-sourced actor.
+//!
+//! For each order it *decides* the events without touching its state
+//! ([`domain::OrderBook::decide_place`]), persists them as one atomic write (the order, its
+//! fills and its matches together), *applies* them, and only then confirms to the trader and
+//! publishes fills and matches on pub-sub (`MSFT-Fill`, `MSFT-Match`). A write that fails
+//! stops the entity, which recovers from its journal on the next message, so nothing the
+//! book confirmed is ever missing from the journal. A duplicate order id is confirmed again
+//! without new events: traders retry until confirmed, and the book is idempotent.
+
+use cluster_sharding::{EntityContext as ShardContext, EntityFactory, EntityMsg};
+use cluster_tools::pubsub::DistributedPubSub;
+use domain::protocol::{OrderBookCommand, OrderBookReply, topics};
+use domain::{BookEvent, CancelOutcome, OrderBook, PlaceOutcome, Ticker, Timestamp};
+use persistence::actor::{
+    EntityContext, EntitySettings, PersistenceHandle, PersistentActor, PersistentBehavior,
+};
+use ractor::ActorProcessingErr;
+use runtime::{RemoteRef, Remoting};
+use tracing::{debug, warn};
+
+use crate::journal::{BookState, Journaled};
+
+/// Where a trader wants its answer: a typed reference to an actor registered on its node.
+pub type ReplyTo = RemoteRef<OrderBookReply>;
+
+/// What an order-book entity receives.
+pub type OrderBookMsg = OrderBookCommand<ReplyTo>;
+
+/// The persistence id of a ticker's book: `orderBook-MSFT`.
+pub fn persistence_id(ticker: &str) -> String {
+    format!("orderBook-{ticker}")
+}
+
+/// The behavior of one order book.
+pub struct OrderBookBehavior {
+    ticker: Ticker,
+    remoting: Remoting,
+    pubsub: DistributedPubSub,
+    fill_topic: String,
+    match_topic: String,
+}
+
+impl OrderBookBehavior {
+    /// The book of `ticker`, answering through `remoting` and publishing on `pubsub`.
+    pub fn new(ticker: Ticker, remoting: Remoting, pubsub: DistributedPubSub) -> Self {
+        OrderBookBehavior {
+            ticker,
+            remoting,
+            pubsub,
+            fill_topic: topics::fills(ticker),
+            match_topic: topics::matches(ticker),
+        }
+    }
+
+    fn reply(&self, to: &ReplyTo, reply: &OrderBookReply, trace: Option<&str>) {
+        if let Err(e) = self.remoting.try_tell(to, reply, trace) {
+            // The trader re-sends what is not confirmed; nothing is lost here.
+            debug!(ticker = %self.ticker, error = %e, "could not answer a trader");
+        }
+    }
+
+    fn publish(&self, events: &[BookEvent], trace: Option<&str>) {
+        for e in events {
+            let sent = match e {
+                BookEvent::Fill(f) => self.pubsub.publish_traced(&self.fill_topic, f, trace),
+                BookEvent::Match(m) => self.pubsub.publish_traced(&self.match_topic, m, trace),
+                _ => continue,
+            };
+            if let Err(e) = sent {
+                // Pub-sub is the fast path only; pricing catches up from the journal.
+                debug!(ticker = %self.ticker, error = %e, "publish failed");
+            }
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp(host::now_micros())
+    }
+}
+
+impl PersistentBehavior for OrderBookBehavior {
+    type Command = EntityMsg<OrderBookMsg>;
+    type Event = Journaled;
+    type State = BookState;
+
+    fn initial_state(&self) -> BookState {
+        BookState::new(self.ticker)
+    }
+
+    fn apply_event(&self, state: &mut BookState, event: &Journaled) {
+        // Events come from this book's own decisions (or its journal), so they always
+        // apply; if one does not, the journal is corrupt and going on would be worse.
+        if let Err(e) = state.0.apply(&event.0) {
+            panic!(
+                "order book {}: cannot apply a journaled event: {e}",
+                self.ticker
+            );
+        }
+    }
+
+    async fn handle_command(
+        &self,
+        ctx: &mut EntityContext<'_, Self>,
+        msg: EntityMsg<OrderBookMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let trace = msg.trace_context.as_deref();
+        match msg.message {
+            OrderBookCommand::Place { order, reply_to } => {
+                let mut events = Vec::new();
+                let reply = match ctx.state().0.decide_place(&order, Self::now(), &mut events) {
+                    Err(e) => OrderBookReply::Rejected {
+                        ticker: self.ticker,
+                        order_id: order.id,
+                        reason: e.to_string(),
+                    },
+                    Ok(PlaceOutcome::Duplicate) => OrderBookReply::Confirmed {
+                        ticker: self.ticker,
+                        order_id: order.id,
+                        outcome: PlaceOutcome::Duplicate,
+                    },
+                    Ok(outcome) => {
+                        ctx.persist_all(events.iter().copied().map(Journaled).collect())
+                            .await?;
+                        self.publish(&events, trace);
+                        OrderBookReply::Confirmed {
+                            ticker: self.ticker,
+                            order_id: order.id,
+                            outcome,
+                        }
+                    }
+                };
+                self.reply(&reply_to, &reply, trace);
+            }
+            OrderBookCommand::Cancel {
+                order_id, reply_to, ..
+            } => {
+                let mut events = Vec::new();
+                let outcome = ctx
+                    .state()
+                    .0
+                    .decide_cancel(order_id, Self::now(), &mut events);
+                if let CancelOutcome::Cancelled { .. } = outcome {
+                    ctx.persist_all(events.into_iter().map(Journaled).collect())
+                        .await?;
+                }
+                let reply = OrderBookReply::Cancelled {
+                    ticker: self.ticker,
+                    order_id,
+                    outcome,
+                };
+                self.reply(&reply_to, &reply, trace);
+            }
+            OrderBookCommand::GetBook { reply_to, .. } => {
+                let reply = OrderBookReply::Book(ctx.state().0.snapshot());
+                self.reply(&reply_to, &reply, trace);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_recovery_completed(&self, persistence_id: &str, state: &BookState, last: u64) {
+        let book: &OrderBook = &state.0;
+        debug!(
+            persistence_id,
+            last_sequence_nr = last,
+            resting = book.len(),
+            trades = book.trades(),
+            "order book recovered"
+        );
+    }
+}
+
+/// Builds order-book entities for the shard region.
+pub struct OrderBookFactory {
+    remoting: Remoting,
+    pubsub: DistributedPubSub,
+    persistence: PersistenceHandle,
+    settings: EntitySettings,
+}
+
+impl OrderBookFactory {
+    /// A factory whose books snapshot every `snapshot_every` events (older snapshots are
+    /// deleted; events are kept, since pricing reads matches from the journal).
+    pub fn new(
+        remoting: Remoting,
+        pubsub: DistributedPubSub,
+        persistence: PersistenceHandle,
+        snapshot_every: Option<u64>,
+    ) -> Self {
+        OrderBookFactory {
+            remoting,
+            pubsub,
+            persistence,
+            settings: EntitySettings {
+                snapshot_every,
+                delete_events_on_snapshot: false,
+                delete_older_snapshots: true,
+            },
+        }
+    }
+}
+
+/// Stands in for an entity id that is not a ticker symbol: a book that refuses every order
+/// (they all name another ticker), so bad input never crashes the region.
+const NOT_A_TICKER: &str = "INVALID";
+
+impl EntityFactory for OrderBookFactory {
+    type Message = OrderBookMsg;
+    type Entity = PersistentActor<OrderBookBehavior>;
+
+    fn create(&self, ctx: &ShardContext) -> (Self::Entity, ()) {
+        let ticker = Ticker::new(&ctx.entity_id).unwrap_or_else(|e| {
+            warn!(entity_id = %ctx.entity_id, error = %e, "order book for an invalid ticker");
+            Ticker::new(NOT_A_TICKER).expect("valid symbol")
+        });
+        let behavior = OrderBookBehavior::new(ticker, self.remoting.clone(), self.pubsub.clone());
+        let actor = PersistentActor::new(
+            behavior,
+            persistence_id(&ctx.entity_id),
+            self.persistence.clone(),
+            self.settings,
+        );
+        (actor, ())
+    }
+}

@@ -1,0 +1,142 @@
+//! The orders a desk has sent and not yet seen confirmed, and when to send them again.
+//!
+//! Pure bookkeeping (time is passed in), so the retry rules are unit-tested without a clock:
+//! an order is re-sent when `retry_after` has passed since it was last sent, and forgotten
+//! once the book confirms or rejects it. The order book is idempotent on order ids, so a
+//! re-sent order that the book had already taken is confirmed again as a duplicate.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use domain::{Order, OrderId};
+
+/// One unconfirmed order.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    order: Order,
+    first_sent: Instant,
+    last_sent: Instant,
+}
+
+/// Unconfirmed orders, by id.
+#[derive(Debug)]
+pub struct PendingOrders {
+    orders: HashMap<OrderId, Pending>,
+    retry_after: Duration,
+    capacity: usize,
+}
+
+impl PendingOrders {
+    /// Re-sends after `retry_after`; holds at most `capacity` orders.
+    pub fn new(retry_after: Duration, capacity: usize) -> Self {
+        PendingOrders {
+            orders: HashMap::new(),
+            retry_after,
+            capacity,
+        }
+    }
+
+    /// Records an order sent at `now`; false (and nothing recorded) when full.
+    pub fn sent(&mut self, order: Order, now: Instant) -> bool {
+        if self.orders.len() >= self.capacity {
+            return false;
+        }
+        self.orders.insert(
+            order.id,
+            Pending {
+                order,
+                first_sent: now,
+                last_sent: now,
+            },
+        );
+        true
+    }
+
+    /// Forgets a confirmed or rejected order; returns how long it waited since it was
+    /// first sent, or `None` when it was not pending (a late duplicate confirmation).
+    pub fn settled(&mut self, id: OrderId, now: Instant) -> Option<Duration> {
+        self.orders
+            .remove(&id)
+            .map(|p| now.saturating_duration_since(p.first_sent))
+    }
+
+    /// The orders due to be sent again at `now`, marked as sent now.
+    pub fn due(&mut self, now: Instant) -> Vec<Order> {
+        self.orders
+            .values_mut()
+            .filter(|p| now.saturating_duration_since(p.last_sent) >= self.retry_after)
+            .map(|p| {
+                p.last_sent = now;
+                p.order
+            })
+            .collect()
+    }
+
+    /// Orders waiting for confirmation.
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    /// True when `id` waits for confirmation.
+    pub fn contains(&self, id: OrderId) -> bool {
+        self.orders.contains_key(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{Price, Ticker, Timestamp};
+
+    fn order(n: u128) -> Order {
+        Order::bid(
+            OrderId::from_u128(n),
+            Ticker::new("MSFT").unwrap(),
+            Price::from_ticks(100),
+            1,
+            Timestamp(0),
+        )
+    }
+
+    #[test]
+    fn unconfirmed_orders_are_due_again_after_the_timeout_until_settled() {
+        let t0 = Instant::now();
+        let mut p = PendingOrders::new(Duration::from_secs(2), 10);
+        assert!(p.sent(order(1), t0));
+        assert!(p.sent(order(2), t0 + Duration::from_secs(1)));
+        assert!(p.due(t0 + Duration::from_millis(1999)).is_empty());
+        let due: Vec<_> = p
+            .due(t0 + Duration::from_secs(2))
+            .iter()
+            .map(|o| o.id.as_u128())
+            .collect();
+        assert_eq!(due, vec![1]);
+        // Re-sent at 2 s, so due again at 4 s, not at 3 s.
+        let at3: Vec<_> = p
+            .due(t0 + Duration::from_secs(3))
+            .iter()
+            .map(|o| o.id.as_u128())
+            .collect();
+        assert_eq!(at3, vec![2]);
+        assert_eq!(
+            p.settled(OrderId::from_u128(1), t0 + Duration::from_secs(5)),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(p.settled(OrderId::from_u128(1), t0), None);
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn a_full_desk_refuses_new_orders() {
+        let t0 = Instant::now();
+        let mut p = PendingOrders::new(Duration::from_secs(1), 1);
+        assert!(p.sent(order(1), t0));
+        assert!(!p.sent(order(2), t0));
+        assert!(!p.contains(OrderId::from_u128(2)));
+    }
+}
