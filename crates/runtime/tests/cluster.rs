@@ -348,3 +348,28 @@ async fn a_partition_that_heals_before_stable_after_downs_nobody() {
         assert!(!n.coordinated_shutdown().is_terminated());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_leader_dies_the_next_one_downs_it() {
+    let seed = start(&[], &[]).await;
+    let s = [addr(&seed)];
+    let mut nodes = vec![seed];
+    for _ in 0..3 {
+        nodes.push(start(&s, &[]).await);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    assert!(wait_all(&refs, Duration::from_secs(10), |v| all_up(v, 4)).await);
+    let leader = nodes[0].cluster().state().leader.unwrap();
+    let (dead, alive): (Vec<&Node>, Vec<&Node>) =
+        refs.iter().partition(|n| addr(n).to_string() == leader);
+    dead[0].halt().await;
+    assert!(wait_all(&alive, Duration::from_secs(15), |v| all_up(v, 3)).await);
+    let new_leader = alive[0].cluster().state().leader.unwrap();
+    assert_ne!(new_leader, leader);
+    for n in &alive {
+        assert_eq!(
+            n.cluster().state().leader.as_deref(),
+            Some(new_leader.as_str())
+        );
+    }
+}
