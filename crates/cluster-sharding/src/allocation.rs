@@ -112,6 +112,16 @@ impl CoordinatorState {
             .collect()
     }
 
+    /// Members that are alive but whose region has not registered (yet).
+    pub fn unregistered_members(&self) -> Vec<NodeAddress> {
+        self.members
+            .members
+            .iter()
+            .filter(|m| m.status < MemberStatus::Exiting && !self.regions.contains_key(&m.address))
+            .map(|m| m.address.clone())
+            .collect()
+    }
+
     /// Shards in hand-off now.
     pub fn handoffs_in_flight(&self) -> usize {
         self.handoffs.len()

@@ -61,6 +61,7 @@ pub struct CoordinatorActorState {
     region_name: String,
     last_rebalance: Instant,
     rebalance_interval: std::time::Duration,
+    hello_ticks: u32,
     refs: HashMap<NodeAddress, ResolvedRef<RegionWire<()>>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -149,6 +150,7 @@ impl Actor for ShardCoordinator {
             region_name: s.region_name(),
             last_rebalance: Instant::now(),
             rebalance_interval: s.rebalance_interval,
+            hello_ticks: 10,
             refs: HashMap::new(),
             tasks: vec![watcher, ticker],
         })
@@ -185,7 +187,19 @@ impl Actor for ShardCoordinator {
                 if due {
                     st.last_rebalance = now;
                 }
-                st.state.on_tick(now, due)
+                let mut out = st.state.on_tick(now, due);
+                // Regions that registered with an earlier instance on this same node
+                // (restarted after a failure) would not know to register again.
+                if st.hello_ticks > 0 {
+                    st.hello_ticks -= 1;
+                    out.extend(
+                        st.state
+                            .unregistered_members()
+                            .into_iter()
+                            .map(|a| Out(a, RegionWire::CoordinatorStarted)),
+                    );
+                }
+                out
             }
         };
         st.send(out);

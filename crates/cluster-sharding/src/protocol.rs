@@ -108,6 +108,8 @@ pub enum RegionWire<M> {
     },
     /// The coordinator took note of the graceful shutdown.
     GracefulShutdownAck,
+    /// A coordinator (re)started here: register with it again.
+    CoordinatorStarted,
     /// Asks for this region's state; answered with `State` to `reply_to`'s region.
     GetState {
         /// The asking node.
@@ -157,6 +159,7 @@ mod tests {
             RegionWire::BeginHandOff { shard: 1 },
             RegionWire::HandOff { shard: 2 },
             RegionWire::GracefulShutdownAck,
+            RegionWire::CoordinatorStarted,
         ];
         for m in sent {
             let bytes = postcard::to_allocvec(&m).unwrap();

@@ -813,6 +813,10 @@ where
                 .await;
             }
             RegionWire::HandOff { shard } => self.hand_off(shard).await,
+            RegionWire::CoordinatorStarted => {
+                self.registered = false;
+                self.register().await;
+            }
             RegionWire::GracefulShutdownAck => {
                 if let Some(s) = &mut self.shutdown {
                     s.acked = true;
