@@ -38,6 +38,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::setup::NoTraceExport;
+
 const TRACEPARENT: &str = "traceparent";
 
 struct One<'a>(Option<&'a str>);
@@ -71,9 +73,16 @@ pub fn current_traceparent() -> Option<String> {
     traceparent_of(&Span::current())
 }
 
+/// Whether `span` belongs to a subscriber this crate built without trace export (or to no
+/// subscriber at all): then there is no context to carry or continue.
+fn export_off(span: &Span) -> bool {
+    span.with_subscriber(|(_, d)| d.is::<NoTraceExport>())
+        .unwrap_or(true)
+}
+
 /// The `traceparent` of `span` (see [`current_traceparent`]).
 pub fn traceparent_of(span: &Span) -> Option<String> {
-    if span.is_disabled() {
+    if export_off(span) {
         return None;
     }
     let cx = span.context();
@@ -91,7 +100,7 @@ pub fn traceparent_of(span: &Span) -> Option<String> {
 /// for `None`, a malformed string, or when no OpenTelemetry layer is installed.
 pub fn set_parent(span: &Span, traceparent: Option<&str>) -> bool {
     let Some(tp) = traceparent else { return false };
-    if span.is_disabled() {
+    if export_off(span) {
         return false;
     }
     let cx = TraceContextPropagator::new().extract(&One(Some(tp)));

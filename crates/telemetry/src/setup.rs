@@ -480,6 +480,9 @@ impl TelemetryBuilder {
             ),
             LogFormat::Off => {}
         }
+        if tracer_provider.is_none() {
+            layers.push(NoTraceExport.boxed());
+        }
         if let Some(provider) = &tracer_provider {
             let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
             layers.push(
@@ -532,6 +535,13 @@ pub(crate) fn http_client(
         reason: format!("no runtime for the HTTP client: {e}"),
     })
 }
+
+/// Marks a subscriber built without trace export, so that [`crate::propagation`] can skip
+/// parsing and formatting trace contexts there (a type check instead of the work).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoTraceExport;
+
+impl<S: tracing::Subscriber> Layer<S> for NoTraceExport {}
 
 /// The one call every binary makes first: [`TelemetryBuilder::from_env`] then
 /// [`TelemetryBuilder::install`]. Keep the guard alive until the process ends.
