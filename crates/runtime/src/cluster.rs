@@ -272,8 +272,7 @@ pub enum ClusterMsg {
     Subscribe(Subscriber),
 }
 
-fn info_of(g: &Gossip, m: &Member, unreachable: &BTreeSet<UniqueAddress>) -> MemberInfo {
-    let _ = g;
+fn info_of(m: &Member, unreachable: &BTreeSet<UniqueAddress>) -> MemberInfo {
     MemberInfo {
         node: m.address.address.to_string(),
         uid: m.address.uid,
@@ -292,7 +291,7 @@ pub fn diff(before: &Gossip, after: &Gossip, me: &UniqueAddress) -> Vec<ClusterE
     for (a, m) in &after.members {
         let changed = before.members.get(a).is_none_or(|o| o.status != m.status);
         if changed {
-            let member = info_of(after, m, &ua);
+            let member = info_of(m, &ua);
             out.push(match m.status {
                 MemberStatus::Joining => ClusterEvent::MemberJoined { member },
                 MemberStatus::Up => ClusterEvent::MemberUp { member },
@@ -305,7 +304,7 @@ pub fn diff(before: &Gossip, after: &Gossip, me: &UniqueAddress) -> Vec<ClusterE
     }
     for (a, m) in &before.members {
         if !after.members.contains_key(a) {
-            let mut member = info_of(before, m, &ub);
+            let mut member = info_of(m, &ub);
             member.status = MemberStatus::Removed;
             out.push(ClusterEvent::MemberRemoved {
                 member,
@@ -316,14 +315,14 @@ pub fn diff(before: &Gossip, after: &Gossip, me: &UniqueAddress) -> Vec<ClusterE
     for a in ua.difference(&ub) {
         if let Some(m) = after.members.get(a) {
             out.push(ClusterEvent::UnreachableMember {
-                member: info_of(after, m, &ua),
+                member: info_of(m, &ua),
             });
         }
     }
     for a in ub.difference(&ua) {
         if let Some(m) = after.members.get(a) {
             out.push(ClusterEvent::ReachableMember {
-                member: info_of(after, m, &ua),
+                member: info_of(m, &ua),
             });
         }
     }
@@ -339,7 +338,7 @@ pub fn diff(before: &Gossip, after: &Gossip, me: &UniqueAddress) -> Vec<ClusterE
 
 fn snapshot_of(g: &Gossip, me: &UniqueAddress, joined: bool, removed: bool) -> ClusterSnapshot {
     let ua = g.unreachable();
-    let mut members: Vec<MemberInfo> = g.members.values().map(|m| info_of(g, m, &ua)).collect();
+    let mut members: Vec<MemberInfo> = g.members.values().map(|m| info_of(m, &ua)).collect();
     members.sort_by(|a, b| a.node.cmp(&b.node));
     ClusterSnapshot {
         self_node: me.address.to_string(),
@@ -496,7 +495,7 @@ impl State {
         }
         self.removed = true;
         if let Some(m) = self.gossip.member(&self.me).cloned() {
-            let mut member = info_of(&self.gossip, &m, &BTreeSet::new());
+            let mut member = info_of(&m, &BTreeSet::new());
             member.status = MemberStatus::Removed;
             self.publish(vec![ClusterEvent::MemberRemoved {
                 member,
