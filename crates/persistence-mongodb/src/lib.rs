@@ -64,6 +64,16 @@
 //!
 //! Live queries poll every [`MongoConfig::refresh_interval`] and wake at once on commits made
 //! through the same store.
+//!
+//! # Tests and figures
+//!
+//! The tests (`cargo test -p persistence-mongodb`: the conformance suite, the ordering protocol
+//! driven by hand, and a fault test that stops and restarts the server) use the server in
+//! `MONGO_CONNECTION_STR`; `scripts/test.sh` starts SecantusDB for them with
+//! `scripts/mongo-test-server.sh`. Without the variable they fail when `CI` is set, and elsewhere
+//! start their own `secantusd-py` (`pip install SecantusDB`). The fault test always runs its own
+//! server. `cargo bench -p persistence-mongodb --bench journal_mongodb` compares the journal with
+//! a plain `insert_many` of the same documents.
 
 #![warn(missing_docs)]
 

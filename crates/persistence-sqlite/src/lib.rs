@@ -28,6 +28,12 @@
 //! One [`persistence::Journal::write_messages`] call is one transaction (one disk sync) with a
 //! savepoint per atomic write, so a rejected write is rolled back alone while the others commit.
 //! Used behind [`persistence::GroupCommitWriter`], the writes of many entities share a sync.
+//!
+//! # Figures
+//!
+//! `cargo bench -p persistence-sqlite --bench journal_sqlite` prints events/s for 1,000
+//! concurrent entities, one sequential entity, live-query delivery delay and recovery replay,
+//! with the CPU time per event and the machine's load average next to each wall-clock figure.
 
 #![warn(missing_docs)]
 

@@ -1,7 +1,7 @@
 //! The backend traits: [`Journal`], [`SnapshotStore`] and [`EventsByTagQuery`].
 //!
 //! This module owns the contract every backend (in-memory, SQLite, MongoDB) implements and the
-//! conformance suite ([`crate::tck`]) checks. The traits are object safe, so runtimes hold them
+//! conformance suite (module `tck`, feature `tck`) checks. The traits are object safe, so runtimes hold them
 //! as `Arc<dyn Journal>` and so on.
 
 use std::time::Duration;
