@@ -26,6 +26,17 @@
 //! | cluster client / receptionist, singleton proxy `tell_traced` | the client | the receptionist forwards the string unchanged; the final handler opens the span |
 //! | persistence journal write | nothing to carry: a plain `info_span!("journal.write")` inside the entity's span is its child |
 //!
+//! A handler that sends further (the order book publishing a match, answering a trader)
+//! forwards its *own* span's context, not the string it received, so the next node's span
+//! is the handler's child:
+//!
+//! ```text
+//! let span = telemetry::span_with_parent("orderBook.place", msg.trace_context.as_deref());
+//! let onward = telemetry::propagation::traceparent_of(&span);
+//! async { /* persist (journal.write is a child), then */
+//!         pubsub.publish_traced(&topic, &m, onward.as_deref()) }.instrument(span).await
+//! ```
+//!
 //! Only the `traceparent` travels (`00-<trace id>-<span id>-<flags>`, 55 bytes); `tracestate`
 //! does not. An unsampled context travels too, with flags `00`: with a parent-based sampler
 //! the receiver then records nothing either, instead of starting a fresh root that would be
