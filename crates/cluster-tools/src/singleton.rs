@@ -5,11 +5,12 @@
 //! - The singleton runs on the **oldest member with the role whose status is Up**
 //!   (lowest up number, then lowest address, the runtime's age order).
 //! - A manager starts the instance only when it is that member **and** every older
-//!   member with the role that is still in the membership (Leaving, Exiting or Down) has
-//!   confirmed that it runs no instance and never will again (`HandOverDone`), or has
-//!   been removed from the membership (plus `removal_margin`). A member confirms only
-//!   when its own status is Leaving, Exiting or Down, or its node shut down, so the
-//!   confirmation is permanent (statuses only move forward).
+//!   member with the role that is still in the membership has confirmed that it runs
+//!   no instance and never will again (`HandOverDone`), or has been removed from the
+//!   membership (plus `removal_margin`). A member confirms only when its own status is
+//!   Leaving, Exiting or Down, or its node shut down, so the confirmation is permanent
+//!   (statuses only move forward); a confirmed member therefore counts as not Up even
+//!   before this node's view shows its new status.
 //! - **Graceful leave**: when the host becomes Leaving it unregisters the instance,
 //!   drains it (the mailbox is processed, then it stops) and, once it has stopped, sends
 //!   `HandOverDone` to the new oldest (and to whoever asked). The new oldest starts the
@@ -200,10 +201,18 @@ impl<M: ractor::Message> ManagerState<M> {
             )
     }
 
+    /// This node should host: it is Up, and the oldest Up member with the role once the
+    /// members that confirmed the hand-over are left out (they declared themselves
+    /// Leaving or gone for good, which this node's view may not show yet).
     fn rightful(&self, members: &[MemberView]) -> bool {
+        let candidates: Vec<MemberView> = members
+            .iter()
+            .filter(|m| !self.confirmed.contains(&m.node))
+            .cloned()
+            .collect();
         !self.shut_down
             && self.my_status() == Some(MemberStatus::Up)
-            && view::oldest_up(members).is_some_and(|m| m.node == self.me)
+            && view::oldest_up(&candidates).is_some_and(|m| m.node == self.me)
     }
 
     fn send_manager(&self, to: &NodeAddress, msg: &ManagerProto) {
