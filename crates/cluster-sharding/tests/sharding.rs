@@ -41,7 +41,7 @@ async fn shard_counts(r: &ShardRegion<Cmd>) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_shards_split_evenly_and_rebalance_when_a_node_joins() {
     let journal = Arc::new(InMemoryStore::new());
-    let rebalance = Duration::from_millis(1000);
+    let rebalance = Duration::from_millis(2000);
     let a = start_node(&[], &[ROLE]).await;
     let seeds = [addr(&a)];
     let b = start_node(&seeds, &[ROLE]).await;
