@@ -29,6 +29,10 @@
 //!   down (unreachable, not yet downed) is dropped by the transport and counted there;
 //!   a full buffer drops and counts. Senders that need every command applied retry
 //!   until acknowledged, and entities deduplicate (the tests do exactly that).
+//! - `tell` never blocks. What is bounded is the buffer (above) and each peer link's
+//!   send queue (the region waits on a full one with `SendPolicy::Wait`, or drops with
+//!   `Fail`); the region actor's own mailbox is ractor's and unbounded, so a sender
+//!   that outruns the cluster should pace itself (e.g. by acknowledgements).
 //! - Order per sender and entity holds while a shard stays put. Around a hand-off, a
 //!   message already on its way to the old home is forwarded from there after the move
 //!   and may arrive after later messages that went straight to the new home.
