@@ -46,6 +46,15 @@ pub trait TckBackend: Send + Sync + 'static {
 
 /// Expands every conformance case as a `#[tokio::test]` for the backend fixture that `$backend`
 /// (an expression, evaluated inside an async test, `.await` allowed) produces.
+///
+/// The crate expanding it needs `tokio` (features `macros`, `rt-multi-thread`) as a
+/// dev-dependency and `persistence` with feature `tck`:
+///
+/// ```ignore
+/// struct Fixture { /* a temp dir, a database name, ... */ }
+/// impl persistence::tck::TckBackend for Fixture { /* open() a handle onto it */ }
+/// persistence::tck_suite!(Fixture::new());
+/// ```
 #[macro_export]
 macro_rules! tck_suite {
     ($backend:expr) => {
