@@ -1,0 +1,114 @@
+//! `pricing-web`: the dashboard. A cluster client of the pricing nodes (never a member)
+//! that serves the browser UI and streams live prices over WebSocket.
+//!
+//! ```text
+//! pricing-web --contacts 127.0.0.1:5056 --http-port 8080
+//! ```
+//! `CLUSTER_CONTACTS` lists the pricing nodes' cluster addresses (`host:port` or
+//! `akka.tcp://AkkaTrader@host:port`, comma separated); the transport flags (`CLUSTER_IP`,
+//! `CLUSTER_PORT`, `CLUSTER_COOKIE`, ...) are the members' ones. SIGTERM/Ctrl-C stops it.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use domain::Ticker;
+use pricing_web::{PriceFeed, PriceHub};
+use runtime::{Remoting, ServiceDefaults};
+
+/// Command line of `pricing-web`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pricing-web",
+    version,
+    about = "Live price dashboard of the AkkaTrader cluster"
+)]
+struct Cli {
+    /// Transport settings (the cluster port defaults to any free port).
+    #[command(flatten)]
+    node: runtime::NodeArgs,
+    /// Receptionists to connect to: the pricing nodes' cluster addresses.
+    #[arg(long, env = "CLUSTER_CONTACTS")]
+    contacts: String,
+    /// Interface the dashboard listens on.
+    #[arg(long, env = "HTTP_HOST", default_value = "0.0.0.0")]
+    http_host: String,
+    /// Dashboard port.
+    #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
+    http_port: u16,
+    /// Tickers shown, comma separated (default: the workshop's 28).
+    #[arg(long, env = "TICKERS")]
+    tickers: Option<String>,
+    /// Points kept per ticker for the charts.
+    #[arg(long, default_value_t = 300)]
+    history: usize,
+}
+
+fn fail(code: i32, message: String) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(code)
+}
+
+#[tokio::main]
+async fn main() {
+    runtime::node::init_tracing();
+    let cli = Cli::parse();
+    let config = cli
+        .node
+        .resolve(&ServiceDefaults::default())
+        .unwrap_or_else(|e| fail(2, e.to_string()));
+    let contacts = cluster_tools::client::parse_contacts(&cli.contacts, &config.remoting.system)
+        .unwrap_or_else(|e| fail(2, format!("CLUSTER_CONTACTS (--contacts): {e}")));
+    if contacts.is_empty() {
+        fail(2, "CLUSTER_CONTACTS (--contacts): no contact point".into());
+    }
+    let tickers = match cli.tickers.as_deref() {
+        Some(list) => Ticker::parse_list(list)
+            .unwrap_or_else(|e| fail(2, format!("TICKERS (--tickers): {e}"))),
+        None => Ticker::defaults(),
+    };
+    let http: SocketAddr = format!("{}:{}", cli.http_host, cli.http_port)
+        .parse()
+        .unwrap_or_else(|_| {
+            fail(
+                2,
+                format!(
+                    "HTTP_HOST (--http-host): {:?} is not an IP address",
+                    cli.http_host
+                ),
+            )
+        });
+    let listener = tokio::net::TcpListener::bind(http)
+        .await
+        .unwrap_or_else(|e| fail(1, format!("cannot bind {http}: {e}")));
+    let remoting = Remoting::start(config.remoting)
+        .await
+        .unwrap_or_else(|e| fail(1, format!("cannot start the transport: {e}")));
+    let hub = PriceHub::new(tickers, cli.history);
+    let feed = PriceFeed::start(&remoting, contacts, hub.clone())
+        .await
+        .unwrap_or_else(|e| fail(1, format!("cannot start the price feed: {e}")));
+    tracing::info!(%http, "dashboard listening");
+    let served = pricing_web::http::serve(listener, hub, shutdown_signal()).await;
+    feed.stop();
+    remoting
+        .shutdown(std::time::Duration::from_millis(200))
+        .await;
+    if let Err(e) = served {
+        fail(1, format!("http server failed: {e}"));
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

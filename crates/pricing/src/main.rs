@@ -1,0 +1,64 @@
+//! `pricing`: a cluster node hosting the sharded price aggregators and a receptionist for
+//! cluster clients (pricing-web).
+//!
+//! ```text
+//! pricing --seeds 127.0.0.1:4053 --port 5056 --management-port 8561
+//! ```
+//! Every flag also reads its environment variable. Exit code 0 after a graceful leave, 1 when
+//! it could not start or join, 2 for a configuration error.
+
+use std::time::Duration;
+
+use clap::Parser;
+use domain::Ticker;
+use host::HostArgs;
+use pricing::AggregatorSettings;
+use runtime::ServiceDefaults;
+
+/// Command line of `pricing`.
+#[derive(Debug, Parser)]
+#[command(name = "pricing", version, about = "Turns matches into live prices")]
+struct Cli {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Tickers, comma separated (default: the workshop's 28).
+    #[arg(long, env = "TICKERS")]
+    tickers: Option<String>,
+    /// Publish changed prices every this many milliseconds.
+    #[arg(long, env = "PUBLISH_INTERVAL_MS", default_value_t = 1000)]
+    publish_interval_ms: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    runtime::node::init_tracing();
+    let cli = Cli::parse();
+    let tickers = match cli.tickers.as_deref() {
+        Some(list) => Ticker::parse_list(list).unwrap_or_else(|e| {
+            host::StartFailure {
+                code: 2,
+                message: format!("TICKERS (--tickers): {e}"),
+            }
+            .exit()
+        }),
+        None => Ticker::defaults(),
+    };
+    let defaults = ServiceDefaults {
+        port: pricing::DEFAULT_PORT,
+        roles: pricing::ROLES.map(String::from).to_vec(),
+        self_seed: false,
+    };
+    let (service, stores) = host::start_service(&cli.host, &defaults, true)
+        .await
+        .unwrap_or_else(|e| e.exit());
+    let stores = stores.expect("persistent services open a store");
+    let settings = AggregatorSettings {
+        publish_interval: Duration::from_millis(cli.publish_interval_ms.max(10)),
+        ..AggregatorSettings::default()
+    };
+    let _pricing = match pricing::start(&service, &stores, tickers, settings).await {
+        Ok(p) => p,
+        Err(e) => host::StartFailure::new(format!("cannot start pricing: {e}")).exit(),
+    };
+    std::process::exit(service.run().await);
+}

@@ -1,0 +1,47 @@
+//! `trade-processor`: a cluster node hosting the sharded order books.
+//!
+//! ```text
+//! trade-processor --seeds 127.0.0.1:4053 --port 5055 --management-port 8560
+//! ```
+//! Every flag also reads its environment variable (`CLUSTER_SEEDS`, `CLUSTER_PORT`, ...,
+//! `MONGO_CONNECTION_STR`, `DATA_DIR`). Exit code 0 after a graceful leave, 1 when it could
+//! not start or join, 2 for a configuration error.
+
+use clap::Parser;
+use host::HostArgs;
+use runtime::ServiceDefaults;
+
+/// Command line of `trade-processor`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "trade-processor",
+    version,
+    about = "Hosts the sharded order books"
+)]
+struct Cli {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Snapshot each order book every this many events (0 = never).
+    #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
+    snapshot_every: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    runtime::node::init_tracing();
+    let cli = Cli::parse();
+    let defaults = ServiceDefaults {
+        port: trade_processor::DEFAULT_PORT,
+        roles: trade_processor::ROLES.map(String::from).to_vec(),
+        self_seed: false,
+    };
+    let (service, stores) = host::start_service(&cli.host, &defaults, true)
+        .await
+        .unwrap_or_else(|e| e.exit());
+    let stores = stores.expect("persistent services open a store");
+    let every = (cli.snapshot_every > 0).then_some(cli.snapshot_every);
+    if let Err(e) = trade_processor::start(&service, &stores, every).await {
+        host::StartFailure::new(format!("cannot start the order books: {e}")).exit();
+    }
+    std::process::exit(service.run().await);
+}

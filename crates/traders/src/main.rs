@@ -1,0 +1,76 @@
+//! `traders`: a cluster node running bidders and askers for every ticker.
+//!
+//! ```text
+//! traders --seeds 127.0.0.1:4053 --port 5057 --management-port 8562 [--orders-per-second 500]
+//! ```
+//! Every flag also reads its environment variable. Exit code 0 after a graceful leave, 1 when
+//! it could not start or join, 2 for a configuration error.
+
+use std::time::Duration;
+
+use clap::Parser;
+use domain::Ticker;
+use host::HostArgs;
+use runtime::ServiceDefaults;
+use traders::{TradersConfig, TradersPacing};
+
+/// Command line of `traders`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "traders",
+    version,
+    about = "Places random orders on every ticker"
+)]
+struct Cli {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Tickers, comma separated (default: the workshop's 28).
+    #[arg(long, env = "TICKERS")]
+    tickers: Option<String>,
+    /// Load mode: this many orders per second over all traders of this node (default: the
+    /// workshop pace, one order per trader every 10 s).
+    #[arg(long, env = "ORDERS_PER_SECOND")]
+    orders_per_second: Option<u32>,
+    /// Re-send an order unconfirmed for this many milliseconds.
+    #[arg(long, env = "RETRY_AFTER_MS", default_value_t = 3000)]
+    retry_after_ms: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    runtime::node::init_tracing();
+    let cli = Cli::parse();
+    let tickers = match cli.tickers.as_deref() {
+        Some(list) => Ticker::parse_list(list).unwrap_or_else(|e| {
+            host::StartFailure {
+                code: 2,
+                message: format!("TICKERS (--tickers): {e}"),
+            }
+            .exit()
+        }),
+        None => Ticker::defaults(),
+    };
+    let defaults = ServiceDefaults {
+        port: traders::DEFAULT_PORT,
+        roles: traders::ROLES.map(String::from).to_vec(),
+        self_seed: false,
+    };
+    let (service, _) = host::start_service(&cli.host, &defaults, false)
+        .await
+        .unwrap_or_else(|e| e.exit());
+    let config = TradersConfig {
+        tickers,
+        pacing: match cli.orders_per_second {
+            Some(n) => TradersPacing::Load {
+                orders_per_second: n,
+            },
+            None => TradersPacing::Workshop,
+        },
+        retry_after: Duration::from_millis(cli.retry_after_ms.max(1)),
+        ..TradersConfig::default()
+    };
+    if let Err(e) = traders::start(&service, &config).await {
+        host::StartFailure::new(format!("cannot start the traders: {e}")).exit();
+    }
+    std::process::exit(service.run().await);
+}
