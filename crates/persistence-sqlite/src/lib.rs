@@ -705,4 +705,38 @@ mod tests {
         // The file is left as it was: nothing is lost.
         assert_eq!(std::fs::read(&file).unwrap(), vec![b'z'; 4096]);
     }
+
+    #[tokio::test]
+    async fn a_damaged_row_is_reported_as_corrupt_not_as_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let store = SqliteStore::open_path(&path).await.unwrap();
+        let e = PersistentRepr {
+            persistence_id: "p".into(),
+            sequence_nr: 1,
+            manifest: "M".into(),
+            schema_version: 1,
+            tags: vec!["t".into()],
+            payload: Payload::from_json("{}").unwrap(),
+            timestamp: 0,
+            writer_uuid: "w".into(),
+        };
+        let w = AtomicWrite::new(vec![e]).unwrap();
+        store
+            .write_messages(vec![w])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        let raw = Connection::open(&path).unwrap();
+        raw.execute("UPDATE event_journal SET tags = 'not json'", [])
+            .unwrap();
+        let err = store.replay_messages("p", 1, 1, 1).await.unwrap_err();
+        assert!(matches!(err, PersistenceError::Corrupt(_)), "{err}");
+        let err = store
+            .events_by_tag_page("t", Offset::START, 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PersistenceError::Corrupt(_)), "{err}");
+    }
 }
