@@ -26,8 +26,8 @@ pub struct SandboxConfig {
     pub data_dir: PathBuf,
     /// Tickers traded and shown.
     pub tickers: Vec<Ticker>,
-    /// The traders' pace.
-    pub pacing: traders::TradersPacing,
+    /// The traders' pace; `None` starts no traders (a cluster that only serves).
+    pub pacing: Option<traders::TradersPacing>,
     /// How often prices are published.
     pub publish_interval: Duration,
     /// Dashboard port (0 = any free port).
@@ -46,8 +46,10 @@ pub struct Sandbox {
     pub pricing: ServiceNode,
     /// The traders node.
     pub traders_node: ServiceNode,
-    /// The traders on it.
-    pub traders: traders::Traders,
+    /// The traders on it, unless none were asked for.
+    pub traders: Option<traders::Traders>,
+    /// The order-book region of the first trade-processor (to query books).
+    pub books: cluster_sharding::ShardRegion<trade_processor::OrderBookMsg>,
     /// The dashboard's hub.
     pub hub: Arc<PriceHub>,
     /// The dashboard's address.
@@ -89,15 +91,19 @@ impl Sandbox {
         let seeds = vec![lighthouse.address().address.clone()];
 
         let mut trade_processors = Vec::new();
+        let mut regions = Vec::new();
         for _ in 0..2 {
             let node = ServiceNode::start(node_config(seeds.clone(), &trade_processor::ROLES))
                 .await
                 .context("starting a trade-processor")?;
-            trade_processor::start(&node, &stores, config.snapshot_every)
-                .await
-                .context("starting the order books")?;
+            regions.push(
+                trade_processor::start(&node, &stores, config.snapshot_every)
+                    .await
+                    .context("starting the order books")?,
+            );
             trade_processors.push(node);
         }
+        let books = regions.swap_remove(0);
 
         let pricing_node = ServiceNode::start(node_config(seeds.clone(), &pricing::ROLES))
             .await
@@ -117,16 +123,21 @@ impl Sandbox {
         let traders_node = ServiceNode::start(node_config(seeds.clone(), &traders::ROLES))
             .await
             .context("starting the traders node")?;
-        let traders = traders::start(
-            &traders_node,
-            &traders::TradersConfig {
-                tickers: config.tickers.clone(),
-                pacing: config.pacing,
-                ..Default::default()
-            },
-        )
-        .await
-        .context("starting the traders")?;
+        let traders = match config.pacing {
+            Some(pacing) => Some(
+                traders::start(
+                    &traders_node,
+                    &traders::TradersConfig {
+                        tickers: config.tickers.clone(),
+                        pacing,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .context("starting the traders")?,
+            ),
+            None => None,
+        };
 
         // pricing-web: not a member; a cluster client of the pricing node.
         let web_remoting = Remoting::start(node_config(vec![], &[]).remoting)
@@ -160,6 +171,7 @@ impl Sandbox {
             pricing: pricing_node,
             traders_node,
             traders,
+            books,
             hub,
             http,
             stores,
@@ -186,7 +198,9 @@ impl Sandbox {
 
     /// Stops trading, then every node leaves the cluster gracefully.
     pub async fn shutdown(self) {
-        self.traders.stop();
+        if let Some(t) = &self.traders {
+            t.stop();
+        }
         self.feed.stop();
         let _ = self.stop_http.send(());
         let mut nodes: Vec<&Node> = vec![&self.traders_node.node, &self.pricing.node];

@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = Sandbox::start(SandboxConfig {
         data_dir: cli.data_dir.clone(),
         tickers,
-        pacing,
+        pacing: Some(pacing),
         publish_interval,
         http_port: if bench.is_some() { 0 } else { cli.http_port },
         snapshot_every: Some(100),
@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  journal:     {}", sandbox.stores.description);
     println!(
         "  traders:     {} bidders and askers, {}",
-        sandbox.traders.count,
+        sandbox.traders.as_ref().map_or(0, |t| t.count),
         match pacing {
             TradersPacing::Workshop => "workshop pace (one order each every 10 s)".to_string(),
             TradersPacing::Load { orders_per_second } => format!("{orders_per_second} orders/s"),
@@ -126,7 +126,11 @@ async fn run_bench(sandbox: &Sandbox, secs: Duration) -> anyhow::Result<()> {
     while Instant::now() < warm_until {
         let _ = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
     }
-    let before = sandbox.traders.stats(true).await.context("desk stats")?;
+    let traders = sandbox
+        .traders
+        .as_ref()
+        .context("the bench needs traders")?;
+    let before = traders.stats(true).await.context("desk stats")?;
     let start = Instant::now();
     while start.elapsed() < secs {
         if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) =
@@ -142,7 +146,7 @@ async fn run_bench(sandbox: &Sandbox, secs: Duration) -> anyhow::Result<()> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let after = sandbox.traders.stats(false).await.context("desk stats")?;
+    let after = traders.stats(false).await.context("desk stats")?;
     let confirmed = after.confirmed - before.confirmed;
     println!(
         "bench: {:.0} s: {:.0} confirmed orders/s (placed {:.0}/s, re-sent {}, refused {}, rejected {}, unconfirmed now {})",

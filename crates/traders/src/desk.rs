@@ -13,12 +13,15 @@ use cluster_sharding::ShardRegion;
 use domain::protocol::{OrderBookCommand, OrderBookReply};
 use domain::{Fill, Order, OrderId, PlaceOutcome};
 use hdrhistogram::Histogram;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use runtime::RemoteRef;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::pending::PendingOrders;
+
+/// Confirmed order ids kept for [`DeskMsg::Confirmed`].
+const CONFIRMED_KEPT: usize = 100_000;
 
 /// Registered name of the desk on every traders node.
 pub const DESK: &str = "traders-desk";
@@ -36,6 +39,8 @@ pub enum DeskMsg {
     Fill(Fill),
     /// Time to re-send what is overdue.
     Retry,
+    /// The ids of the most recently confirmed orders (up to the last 100,000), oldest first.
+    Confirmed(RpcReplyPort<Vec<OrderId>>),
     /// Counters and latency so far; `reset_latency` starts a new latency window.
     Stats {
         /// Start a new latency window after answering.
@@ -112,6 +117,7 @@ pub struct DeskState {
     args: DeskArgs,
     pending: PendingOrders,
     recent: Recent,
+    confirmed: VecDeque<OrderId>,
     stats: DeskStats,
     latency: Histogram<u64>,
 }
@@ -148,6 +154,7 @@ impl Actor for Desk {
                 order: VecDeque::new(),
                 capacity: 200_000,
             },
+            confirmed: VecDeque::new(),
             stats: DeskStats::default(),
             latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
             args,
@@ -176,6 +183,10 @@ impl Actor for Desk {
                 } => match s.pending.settled(order_id, Instant::now()) {
                     Some(waited) => {
                         s.stats.confirmed += 1;
+                        if s.confirmed.len() == CONFIRMED_KEPT {
+                            s.confirmed.pop_front();
+                        }
+                        s.confirmed.push_back(order_id);
                         if outcome == PlaceOutcome::Duplicate {
                             s.stats.duplicates += 1;
                         }
@@ -204,6 +215,9 @@ impl Actor for Desk {
                     s.send(order);
                 }
             }
+            DeskMsg::Confirmed(reply) => {
+                let _ = reply.send(s.confirmed.iter().copied().collect());
+            }
             DeskMsg::Stats {
                 reset_latency,
                 reply,
@@ -218,6 +232,20 @@ impl Actor for Desk {
                 }
                 let _ = reply.send(stats);
             }
+        }
+        Ok(())
+    }
+
+    /// The traders are the desk's children: one that stops (trading paused) or fails leaves
+    /// the desk running, so what was sent still gets confirmed.
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<DeskMsg>,
+        event: SupervisionEvent,
+        _s: &mut DeskState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(who, reason) = event {
+            warn!(trader = %who.get_id(), %reason, "a trader failed");
         }
         Ok(())
     }

@@ -96,6 +96,22 @@ impl Traders {
             .and_then(|r| r.success_or(()).ok())
     }
 
+    /// The ids of the most recently confirmed orders (up to 100,000), oldest first.
+    pub async fn confirmed_ids(&self) -> Option<Vec<domain::OrderId>> {
+        self.desk
+            .call(DeskMsg::Confirmed, Some(Duration::from_secs(5)))
+            .await
+            .ok()
+            .and_then(|r| r.success_or(()).ok())
+    }
+
+    /// Stops placing new orders; the desk keeps re-sending until every order is confirmed.
+    pub fn stop_trading(&self) {
+        for trader in self.desk.get_children() {
+            trader.stop(None);
+        }
+    }
+
     /// Stops the desk and its traders.
     pub fn stop(&self) {
         self.desk.stop(None);
