@@ -8,7 +8,9 @@
 //!    recovery (decode + apply): events/s (bar: >= 500,000).
 //!
 //! Sizes can be changed with BENCH_ENTITIES, BENCH_EVENTS_PER_ENTITY, BENCH_SEQUENTIAL_EVENTS
-//! and BENCH_REPLAY_EVENTS.
+//! and BENCH_REPLAY_EVENTS; BENCH_WORKERS sets the tokio worker threads. Wall-clock figures depend
+//! on what else runs on the machine: each line also gives the CPU time per event and the header
+//! the load average.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -136,8 +138,23 @@ async fn spawn(p: &PersistenceHandle, pid: &str) -> (ActorRef<Cmd>, tokio::task:
     .expect("spawn entity")
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
+fn main() {
+    // BENCH_WORKERS sets the tokio worker threads (default: one per CPU). The SQLite writer runs
+    // on a blocking thread beside them.
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        rt.worker_threads(n);
+    }
+    rt.enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(run());
+}
+
+async fn run() {
     let entities = env("BENCH_ENTITIES", 1000);
     let per_entity = env("BENCH_EVENTS_PER_ENTITY", 200);
     let sequential = env("BENCH_SEQUENTIAL_EVENTS", 2000);
