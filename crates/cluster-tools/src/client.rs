@@ -8,7 +8,8 @@
 //!   removed members, and the membership daemon never hears of the client.
 //! - **Connect.** The client sends `GetContacts` to every contact point (the
 //!   `CLUSTER_SEEDS`-style list of [`ClientSettings::contacts`], plus receptionists it
-//!   learned) each `reconnect_interval` until one answers `Contacts` (the Up members);
+//!   learned) each `reconnect_interval` until one answers `Contacts` (the Up members
+//!   with the receptionist's role);
 //!   that one becomes its receptionist. It then re-sends its topic subscriptions and
 //!   flushes what it buffered.
 //! - **Heartbeats.** Every `heartbeat_interval` the client sends `Heartbeat` and the
@@ -234,6 +235,9 @@ where
 pub struct ReceptionistSettings {
     /// Registered name on the transport (the same on every member).
     pub name: String,
+    /// Members with this role run receptionists (`None`: every member); only they are
+    /// handed to clients as contacts.
+    pub role: Option<String>,
     /// A client not heard of for this long is forgotten with its subscriptions.
     pub client_timeout: Duration,
     /// Interval of the client-timeout check.
@@ -244,6 +248,7 @@ impl Default for ReceptionistSettings {
     fn default() -> Self {
         Self {
             name: RECEPTIONIST.to_string(),
+            role: None,
             client_timeout: Duration::from_secs(30),
             check_interval: Duration::from_secs(1),
         }
@@ -462,9 +467,9 @@ impl Actor for Receptionist {
         match msg {
             ReceptionistMsg::Remote(from, trace, p) => st.on_remote(from, trace, p).await,
             ReceptionistMsg::Snapshot(s) => {
-                st.up = view::members(&s, None)
+                st.up = view::members(&s, st.settings.role.as_deref())
                     .into_iter()
-                    .filter(|m| m.status == MemberStatus::Up)
+                    .filter(|m| m.has_role && m.status == MemberStatus::Up)
                     .map(|m| m.node.address)
                     .collect();
             }
@@ -691,6 +696,7 @@ enum ClientMsg {
     /// A published message was handled in the reader task (nothing left to do).
     Received,
     Current(RpcReplyPort<Option<NodeAddress>>),
+    Learned(RpcReplyPort<Vec<NodeAddress>>),
     Stats(RpcReplyPort<ClientStats>),
 }
 
@@ -1023,6 +1029,9 @@ impl Actor for Client {
             ClientMsg::Current(reply) => {
                 let _ = reply.send(st.receptionist.clone());
             }
+            ClientMsg::Learned(reply) => {
+                let _ = reply.send(st.learned.clone());
+            }
             ClientMsg::Stats(reply) => {
                 let _ = reply.send(ClientStats {
                     connects: st.connects,
@@ -1223,6 +1232,12 @@ impl ClusterClient {
     /// The receptionist the client is connected to, if any.
     pub async fn receptionist(&self) -> Option<NodeAddress> {
         ractor::call!(self.actor, ClientMsg::Current).ok().flatten()
+    }
+
+    /// The receptionists the client learned from its receptionist (tried, with the
+    /// contact points, when it connects again).
+    pub async fn learned_contacts(&self) -> Vec<NodeAddress> {
+        ractor::call!(self.actor, ClientMsg::Learned).unwrap_or_default()
     }
 
     /// The client's counters.

@@ -5,15 +5,18 @@
 //! - The singleton runs on the **oldest member with the role whose status is Up**
 //!   (lowest up number, then lowest address, the runtime's age order).
 //! - A manager starts the instance only when it is that member **and** every older
-//!   member with the role that is still in the membership has confirmed that it runs
-//!   no instance and never will again (`HandOverDone`), or has been removed from the
-//!   membership (plus `removal_margin`). A member confirms only when its own status is
-//!   Leaving, Exiting or Down, or its node shut down, so the confirmation is permanent
-//!   (statuses only move forward); a confirmed member therefore counts as not Up even
-//!   before this node's view shows its new status.
+//!   member with the role has confirmed that it runs no instance and never will again
+//!   (`HandOverDone`), or has left the membership: after `removal_margin` when it was
+//!   last seen Down (a crash), after `hand_over_timeout` otherwise (a graceful leave:
+//!   the runtime's leader removes an Exiting member without waiting for its node to
+//!   finish its shutdown phases, so that node may still be stopping its instance). A
+//!   member confirms only when its own status is Leaving, Exiting or Down, or its node
+//!   shut down, so the confirmation is permanent (statuses only move forward); a
+//!   confirmed member therefore counts as not Up even before this node's view shows
+//!   its new status.
 //! - **Graceful leave**: when the host becomes Leaving it unregisters the instance,
 //!   drains it (the mailbox is processed, then it stops) and, once it has stopped, sends
-//!   `HandOverDone` to the new oldest (and to whoever asked). The new oldest starts the
+//!   `HandOverDone` to every other member with the role (and to whoever asks later). The new oldest starts the
 //!   instance only then, so the old one stops before the new one starts. The
 //!   coordinated-shutdown phase `cluster-exiting` waits for that stop.
 //! - **Crash**: a host that stops answering is marked unreachable, downed by the
@@ -30,7 +33,7 @@
 //! and asks again. Delivery is at most once, as in Akka: a message that reaches a host
 //! while its instance is being handed over is lost.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -69,8 +72,13 @@ pub struct SingletonSettings {
     pub role: Option<String>,
     /// Interval of hand-over requests to older members and of status checks.
     pub retry_interval: Duration,
-    /// Extra time to wait after an older member that never confirmed was removed.
+    /// Extra time to wait after an older member that was Down (crashed) and never
+    /// confirmed was removed.
     pub removal_margin: Duration,
+    /// How long to wait for the confirmation of an older member that was removed
+    /// after a graceful leave (its node may still be stopping its instance) before
+    /// starting without it.
+    pub hand_over_timeout: Duration,
     /// Delay before an instance that stopped on its own is started again.
     pub restart_delay: Duration,
 }
@@ -81,6 +89,7 @@ impl Default for SingletonSettings {
             role: None,
             retry_interval: Duration::from_secs(1),
             removal_margin: Duration::ZERO,
+            hand_over_timeout: Duration::from_secs(15),
             restart_delay: Duration::from_secs(1),
         }
     }
@@ -169,12 +178,19 @@ struct ManagerState<M> {
     /// Older members that confirmed they run no instance.
     confirmed: HashSet<UniqueAddress>,
     /// Older members we are waiting for (to notice one vanishing unconfirmed).
-    waiting_for: HashSet<UniqueAddress>,
+    /// Last seen status and age of each member with the role.
+    known: HashMap<UniqueAddress, (MemberStatus, (u64, NodeAddress))>,
+    /// Members with the role that left the membership unconfirmed: age and until when
+    /// they count as possibly running an instance.
+    departed: HashMap<UniqueAddress, ((u64, NodeAddress), Instant)>,
+    /// No start before this (restart delay, failed start).
     not_before: Option<Instant>,
     hand_over_to: HashSet<NodeAddress>,
     proxies: HashSet<(NodeAddress, String)>,
     pending_identify: HashSet<(NodeAddress, String)>,
     shut_down: bool,
+    /// `HandOverDone` was sent to every member with the role.
+    announced_out: bool,
     stop_waiters: Vec<RpcReplyPort<()>>,
 }
 
@@ -249,16 +265,31 @@ impl<M: ractor::Message> ManagerState<M> {
     fn stopped(&mut self) {
         self.stopping = None;
         info!(singleton = %self.name, node = %self.me.address, "singleton instance stopped");
-        if self.permanently_out() {
-            let mut to: HashSet<NodeAddress> = std::mem::take(&mut self.hand_over_to);
-            if let Some(o) = view::oldest_up(&self.members())
-                && o.node != self.me
-            {
-                to.insert(o.node.address.clone());
-            }
-            for n in to {
-                self.send_manager(&n, &ManagerProto::HandOverDone);
-            }
+        self.confirm_if_out();
+        for w in self.stop_waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// When this node is permanently out and runs no instance: tells every other member
+    /// with the role once (so whoever becomes the oldest, now or later, need not wait
+    /// for this node's removal), and whoever asked since.
+    fn confirm_if_out(&mut self) {
+        if !self.permanently_out() || self.instance.is_some() || self.stopping.is_some() {
+            return;
+        }
+        let mut to: HashSet<NodeAddress> = std::mem::take(&mut self.hand_over_to);
+        if !self.announced_out {
+            self.announced_out = true;
+            to.extend(
+                self.members()
+                    .into_iter()
+                    .filter(|m| m.has_role && m.node != self.me)
+                    .map(|m| m.node.address),
+            );
+        }
+        for n in to {
+            self.send_manager(&n, &ManagerProto::HandOverDone);
         }
         for w in self.stop_waiters.drain(..) {
             let _ = w.send(());
@@ -275,6 +306,39 @@ impl<M: ractor::Message> ManagerState<M> {
             }
             self.not_before = Some(Instant::now() + self.settings.restart_delay);
         }
+    }
+
+    /// Notices members with the role that left the membership without confirming: one
+    /// last seen Down (crashed) counts as possibly running for `removal_margin` more,
+    /// any other (a graceful leave whose node may still be stopping its instance) for
+    /// `hand_over_timeout`, or until it confirms.
+    fn track_departures(&mut self, members: &[MemberView]) {
+        let now = Instant::now();
+        let present: HashMap<UniqueAddress, (MemberStatus, (u64, NodeAddress))> = members
+            .iter()
+            .filter(|m| m.has_role && m.up_number > 0 && m.node != self.me)
+            .map(|m| {
+                (
+                    m.node.clone(),
+                    (m.status, (m.up_number, m.node.address.clone())),
+                )
+            })
+            .collect();
+        for (n, (status, age)) in std::mem::take(&mut self.known) {
+            if !present.contains_key(&n) && !self.confirmed.contains(&n) {
+                let wait = if status == MemberStatus::Down {
+                    self.settings.removal_margin
+                } else {
+                    self.settings.hand_over_timeout
+                };
+                debug!(singleton = %self.name, member = %n, %status, ?wait, "a member left the membership without confirming the hand-over");
+                self.departed.insert(n, (age, now + wait));
+            }
+        }
+        self.known = present;
+        let confirmed = &self.confirmed;
+        self.departed
+            .retain(|n, (_, until)| now < *until && !confirmed.contains(n));
     }
 
     async fn evaluate(&mut self, myself: &ActorRef<ManagerMsg>, tick: bool) {
@@ -294,18 +358,11 @@ impl<M: ractor::Message> ManagerState<M> {
             self.crashed();
         }
         let members = self.members();
+        self.track_departures(&members);
         let rightful = self.rightful(&members);
         if !rightful {
             self.begin_stop();
-            if self.instance.is_none() && self.stopping.is_none() && self.permanently_out() {
-                for n in std::mem::take(&mut self.hand_over_to) {
-                    self.send_manager(&n, &ManagerProto::HandOverDone);
-                }
-                for w in self.stop_waiters.drain(..) {
-                    let _ = w.send(());
-                }
-            }
-            self.waiting_for.clear();
+            self.confirm_if_out();
             return;
         }
         if self.instance.is_some() || self.stopping.is_some() {
@@ -315,31 +372,30 @@ impl<M: ractor::Message> ManagerState<M> {
             .iter()
             .find(|m| m.node == self.me)
             .map(|m| (m.up_number, m.node.address.clone()));
-        let Some((my_up, my_addr)) = mine else {
+        let Some(mine) = mine else {
             return;
         };
-        let older: HashSet<UniqueAddress> = members
+        // older members that may still run an instance: those in the membership and
+        // those that left it recently, unless they confirmed
+        let mut pending: Vec<UniqueAddress> = members
             .iter()
             .filter(|m| {
                 m.has_role
                     && m.node != self.me
                     && m.up_number > 0
-                    && (m.up_number, &m.node.address) < (my_up, &my_addr)
+                    && (m.up_number, &m.node.address) < (mine.0, &mine.1)
             })
             .map(|m| m.node.clone())
+            .chain(
+                self.departed
+                    .iter()
+                    .filter(|(_, (age, _))| *age < mine)
+                    .map(|(n, _)| n.clone()),
+            )
+            .filter(|o| !self.confirmed.contains(o))
             .collect();
-        let pending: Vec<UniqueAddress> = older
-            .iter()
-            .filter(|o| !self.confirmed.contains(*o))
-            .cloned()
-            .collect();
-        // an older member we waited for vanished without confirming: it was removed
-        if self.waiting_for.iter().any(|w| !older.contains(w))
-            && !self.settings.removal_margin.is_zero()
-        {
-            self.not_before = Some(Instant::now() + self.settings.removal_margin);
-        }
-        self.waiting_for = pending.iter().cloned().collect();
+        pending.sort();
+        pending.dedup();
         if !pending.is_empty() {
             for p in &pending {
                 debug!(singleton = %self.name, to = %p, tick, "asking an older member to hand over");
@@ -394,12 +450,14 @@ impl<M: ractor::Message> Actor for Manager<M> {
             instance: None,
             stopping: None,
             confirmed: HashSet::new(),
-            waiting_for: HashSet::new(),
+            known: HashMap::new(),
+            departed: HashMap::new(),
             not_before: None,
             hand_over_to: HashSet::new(),
             proxies: HashSet::new(),
             pending_identify: HashSet::new(),
             shut_down: false,
+            announced_out: false,
             stop_waiters: Vec::new(),
         })
     }

@@ -72,7 +72,8 @@ struct Member {
     receptionist: ClusterReceptionist,
 }
 
-async fn member(n: &Node) -> Member {
+async fn member(n: &Node, role: Option<&str>) -> Member {
+    let role = role.map(str::to_string);
     let (c, r) = (n.cluster.clone(), n.remoting.clone());
     n.run(async move {
         let pubsub = DistributedPubSub::start(
@@ -90,6 +91,7 @@ async fn member(n: &Node) -> Member {
             &r,
             &pubsub,
             ReceptionistSettings {
+                role,
                 client_timeout: Duration::from_secs(1),
                 check_interval: Duration::from_millis(100),
                 ..ReceptionistSettings::default()
@@ -173,10 +175,11 @@ async fn publish_until_received(m: &Member, got: &Got, from: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_subscribes_sends_and_fails_over_when_its_receptionist_dies() {
     common::init_tracing();
-    let mut nodes = cluster(&[&[], &[], &[]]).await;
+    // receptionists run on the members with the role "gateway"
+    let mut nodes = cluster(&[&["gateway"], &["gateway"], &[]]).await;
     let mut members = Vec::new();
     for n in &nodes {
-        members.push(member(n).await);
+        members.push(member(n, Some("gateway")).await);
     }
     echo_service(&nodes[1], &members[1]).await;
     echo_service(&nodes[2], &members[2]).await;
@@ -205,6 +208,11 @@ async fn client_subscribes_sends_and_fails_over_when_its_receptionist_dies() {
     })
     .await;
     let first = client.receptionist().await.unwrap();
+    let mut gateways = vec![nodes[0].address.clone(), nodes[1].address.clone()];
+    gateways.sort();
+    let mut learned = client.learned_contacts().await;
+    learned.sort();
+    assert_eq!(learned, gateways, "only members with the role are contacts");
     let dead = nodes.iter().position(|n| n.address == first).unwrap();
     assert!(dead < 2, "the receptionist is one of the contacts");
     assert!(

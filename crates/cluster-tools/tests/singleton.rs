@@ -99,11 +99,12 @@ impl Actor for Guard {
         _myself: ActorRef<GuardMsg>,
         st: &mut GuardState,
     ) -> Result<(), ActorProcessingErr> {
+        // 500 ms: longer than the leaving node takes to be removed from the membership
         for _ in 0..20 {
             if !st.beat().await? {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         Ok(())
     }
@@ -141,6 +142,7 @@ fn settings() -> SingletonSettings {
         role: Some("worker".into()),
         retry_interval: Duration::from_millis(100),
         removal_margin: Duration::ZERO,
+        hand_over_timeout: Duration::from_secs(5),
         restart_delay: Duration::from_millis(100),
     }
 }
