@@ -25,7 +25,7 @@ echo "==> cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> shipping checks (Dockerfile, compose, Kubernetes manifests, deploy scripts)"
-scripts/check-shipping.sh
+scripts/check-shipping.sh --with-crates
 
 # The MongoDB persistence tests need a MongoDB wire-protocol server: SecantusDB, started on a
 # free port for this run and stopped afterwards (the fault test also starts its own).

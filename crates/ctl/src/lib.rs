@@ -7,6 +7,9 @@
 //! tradectl cluster leave [ADDRESS]                # default: the node it talks to
 //! tradectl cluster down ADDRESS
 //! tradectl cluster tail                           # follows membership changes until Ctrl-C
+//! tradectl shards orderBook                       # one line per node: shards and entities
+//! tradectl --web 127.0.0.1:8080 price history MSFT  # the kept price history (pricing-web)
+//! tradectl --web 127.0.0.1:8080 price track MSFT    # new prices as they come, until Ctrl-C
 //! ```
 //!
 //! `--token` (or `MANAGEMENT_TOKEN`) is sent as a bearer token for leave and down.
@@ -32,6 +35,9 @@ pub struct Cli {
     /// Bearer token for mutating requests.
     #[arg(long, env = "MANAGEMENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Address of pricing-web, for `price` commands.
+    #[arg(long, env = "TRADECTL_WEB", default_value = "127.0.0.1:8080")]
+    pub web: String,
     /// Request timeout, e.g. 5s or 500ms.
     #[arg(long, default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
@@ -50,7 +56,33 @@ pub enum Command {
     /// Cluster membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Shard distribution of a sharded type over the nodes (`orderBook`, `priceAggregator`).
+    Shards {
+        /// The entity type name.
+        type_name: String,
+    },
+    /// Prices, from pricing-web (`--web`).
+    #[command(subcommand)]
+    Price(PriceCommand),
 }
+
+/// `tradectl price ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum PriceCommand {
+    /// The kept history of a ticker, oldest first.
+    History {
+        /// The ticker, e.g. MSFT.
+        ticker: String,
+    },
+    /// Prints each new price of a ticker as it arrives, until Ctrl-C.
+    Track {
+        /// The ticker, e.g. MSFT.
+        ticker: String,
+    },
+}
+
+/// How often `price track` looks for new points.
+const TRACK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// `tradectl cluster ...`
 #[derive(Debug, Clone, Subcommand)]
@@ -108,23 +140,65 @@ impl Cli {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, CtlError> {
-        let (status, body) = http_client::request("GET", &self.url(path), None, None, self.timeout)
-            .await
-            .map_err(|source| CtlError::Unreachable {
-                addr: self.addr.clone(),
-                source,
-            })?;
-        if status != 200 {
-            return Err(CtlError::Refused {
-                addr: self.addr.clone(),
-                status,
-                message: body,
-            });
-        }
-        serde_json::from_str(&body)
-            .map_err(|e| CtlError::Protocol(self.addr.clone(), e.to_string()))
+        get_json_from(&self.addr, path, self.timeout).await
     }
+}
 
+async fn get_json_from<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, CtlError> {
+    let url = format!("http://{addr}{path}");
+    let (status, body) = http_client::request("GET", &url, None, None, timeout)
+        .await
+        .map_err(|source| CtlError::Unreachable {
+            addr: addr.to_string(),
+            source,
+        })?;
+    if status != 200 {
+        return Err(CtlError::Refused {
+            addr: addr.to_string(),
+            status,
+            message: body,
+        });
+    }
+    serde_json::from_str(&body).map_err(|e| CtlError::Protocol(addr.to_string(), e.to_string()))
+}
+
+/// One line per node of `GET /cluster/shards/{type}`, then the totals.
+pub fn render_shards(stats: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let (mut shards, mut entities) = (0, 0);
+    for r in stats["regions"].as_array().into_iter().flatten() {
+        let s = r["shards"].as_u64().unwrap_or(0);
+        let e = r["entities"].as_u64().unwrap_or(0);
+        shards += s;
+        entities += e;
+        out.push_str(&format!(
+            "{} | shards={s} | entities={e}\n",
+            r["address"].as_str().unwrap_or("?")
+        ));
+    }
+    for f in stats["failed"].as_array().into_iter().flatten() {
+        out.push_str(&format!("{} | no answer\n", f.as_str().unwrap_or("?")));
+    }
+    out.push_str(&format!("Total: {shards} shards, {entities} entities\n"));
+    out
+}
+
+/// One line per price point of `GET /api/prices/{ticker}`.
+pub fn price_line(ticker: &str, p: &serde_json::Value) -> String {
+    format!(
+        "{ticker} | price {:.4} | volume {:.1} | matches {} | at {}\n",
+        p["price"].as_f64().unwrap_or(f64::NAN),
+        p["volume"].as_f64().unwrap_or(f64::NAN),
+        p["matches"].as_u64().unwrap_or(0),
+        p["at"].as_i64().unwrap_or(0)
+    )
+}
+
+impl Cli {
     async fn operate(&self, address: &str, op: &str) -> Result<String, CtlError> {
         let path = format!("/cluster/members/{}", percent_encode(address));
         let body = serde_json::json!({ "operation": op }).to_string();
@@ -246,6 +320,46 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CtlError
             let msg = cli.operate(&address, "leave").await?;
             writeln!(out, "{msg}")?;
         }
+        Command::Shards { type_name } => {
+            let path = format!("/cluster/shards/{}", percent_encode(type_name));
+            let stats: serde_json::Value = match cli.get_json(&path).await {
+                Err(CtlError::Refused { status: 404, .. }) => {
+                    return Err(CtlError::Protocol(
+                        cli.addr.clone(),
+                        format!(
+                            "this node does not shard {type_name:?}; ask a node that hosts or \
+                             proxies it (a trade-processor for orderBook, pricing for \
+                             priceAggregator)"
+                        ),
+                    ));
+                }
+                other => other?,
+            };
+            out.write_all(render_shards(&stats).as_bytes())?;
+        }
+        Command::Price(PriceCommand::History { ticker }) => {
+            let path = format!("/api/prices/{}", percent_encode(ticker));
+            let h: serde_json::Value = get_json_from(&cli.web, &path, cli.timeout).await?;
+            for p in h["points"].as_array().into_iter().flatten() {
+                out.write_all(price_line(ticker, p).as_bytes())?;
+            }
+        }
+        Command::Price(PriceCommand::Track { ticker }) => {
+            let path = format!("/api/prices/{}", percent_encode(ticker));
+            let mut last = 0u64;
+            loop {
+                let h: serde_json::Value = get_json_from(&cli.web, &path, cli.timeout).await?;
+                for p in h["points"].as_array().into_iter().flatten() {
+                    let n = p["matches"].as_u64().unwrap_or(0);
+                    if n > last {
+                        last = n;
+                        out.write_all(price_line(ticker, p).as_bytes())?;
+                        out.flush()?;
+                    }
+                }
+                tokio::time::sleep(TRACK_INTERVAL).await;
+            }
+        }
         Command::Cluster(ClusterCommand::Down { address }) => {
             let msg = cli.operate(address, "down").await?;
             writeln!(out, "{msg}")?;
@@ -291,4 +405,37 @@ pub async fn run(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CtlError
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    #[test]
+    fn shard_lines_and_totals() {
+        let stats = serde_json::json!({
+            "typeName": "orderBook",
+            "regions": [
+                {"address": "akka.tcp://AkkaTrader@10.0.0.1:5055", "shards": 15, "entities": 14},
+                {"address": "akka.tcp://AkkaTrader@10.0.0.2:5055", "shards": 15, "entities": 14}
+            ],
+            "failed": ["akka.tcp://AkkaTrader@10.0.0.3:5055"]
+        });
+        assert_eq!(
+            render_shards(&stats),
+            "akka.tcp://AkkaTrader@10.0.0.1:5055 | shards=15 | entities=14\n\
+             akka.tcp://AkkaTrader@10.0.0.2:5055 | shards=15 | entities=14\n\
+             akka.tcp://AkkaTrader@10.0.0.3:5055 | no answer\n\
+             Total: 30 shards, 28 entities\n"
+        );
+    }
+
+    #[test]
+    fn price_lines() {
+        let p = serde_json::json!({"price": 12.5, "volume": 30.25, "matches": 7, "at": 42});
+        assert_eq!(
+            price_line("MSFT", &p),
+            "MSFT | price 12.5000 | volume 30.2 | matches 7 | at 42\n"
+        );
+    }
 }

@@ -14,6 +14,10 @@ pub struct HostArgs {
     /// Folder of the embedded SQLite journal, used when no MongoDB is configured.
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// SQLite durability: `full` syncs every commit to disk; `normal` survives a process
+    /// crash but may lose the last commits in a power cut, and is much faster.
+    #[arg(long, env = "SQLITE_SYNC", default_value = "full", value_parser = ["full", "normal"])]
+    pub sqlite_sync: String,
     /// MongoDB connection string (`mongodb://host:27017/akkaTrader`); when set, events and
     /// snapshots go to MongoDB instead of SQLite.
     #[arg(long, env = "MONGO_CONNECTION_STR", hide_env_values = true)]
@@ -24,7 +28,13 @@ pub struct HostArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     /// The embedded SQLite database `journal.db` in this folder.
-    Sqlite(PathBuf),
+    Sqlite {
+        /// The folder.
+        dir: PathBuf,
+        /// Sync every commit to disk (`FULL`), or let the WAL reach the disk in its own time
+        /// (`NORMAL`: a process crash loses nothing, a power cut may lose the last commits).
+        sync_full: bool,
+    },
     /// A MongoDB server.
     Mongo(String),
 }
@@ -54,7 +64,10 @@ impl HostArgs {
                         reason: "must name a folder".into(),
                     });
                 }
-                Ok(StoreConfig::Sqlite(self.data_dir.clone()))
+                Ok(StoreConfig::Sqlite {
+                    dir: self.data_dir.clone(),
+                    sync_full: self.sqlite_sync != "normal",
+                })
             }
         }
     }
@@ -76,7 +89,10 @@ mod tests {
         let cli = Cli::parse_from(["x", "--data-dir", "/tmp/d"]);
         assert_eq!(
             cli.host.store().unwrap(),
-            StoreConfig::Sqlite("/tmp/d".into())
+            StoreConfig::Sqlite {
+                dir: "/tmp/d".into(),
+                sync_full: true
+            }
         );
         let cli = Cli::parse_from(["x", "--mongo", "mongodb://m:27017/akkaTrader"]);
         assert_eq!(

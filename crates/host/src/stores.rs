@@ -31,12 +31,14 @@ impl Stores {
     /// created at start. Must run inside a tokio runtime.
     pub async fn open(config: &StoreConfig) -> Result<Stores, PersistenceError> {
         match config {
-            StoreConfig::Sqlite(dir) => {
+            StoreConfig::Sqlite { dir, sync_full } => {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     PersistenceError::Unavailable(format!("cannot create {}: {e}", dir.display()))
                 })?;
                 let path = dir.join("journal.db");
-                let store = Arc::new(SqliteStore::open(SqliteConfig::new(&path)).await?);
+                let mut config = SqliteConfig::new(&path);
+                config.sync_full = *sync_full;
+                let store = Arc::new(SqliteStore::open(config).await?);
                 Ok(Self::from_store(
                     store,
                     format!("SQLite {}", path.display()),

@@ -34,6 +34,9 @@ pub struct SandboxConfig {
     pub http_port: u16,
     /// Snapshot every this many events per order book.
     pub snapshot_every: Option<u64>,
+    /// Sync every SQLite commit to disk (else the WAL reaches the disk in its own time: a
+    /// crash of the process loses nothing, a power cut may lose the last commits).
+    pub sync_full: bool,
 }
 
 /// The running cluster.
@@ -81,9 +84,12 @@ fn node_config(seeds: Vec<NodeAddress>, roles: &[&str]) -> NodeConfig {
 impl Sandbox {
     /// Starts every node and waits until the dashboard's feed is connected.
     pub async fn start(config: SandboxConfig) -> anyhow::Result<Sandbox> {
-        let stores = Stores::open(&StoreConfig::Sqlite(config.data_dir.clone()))
-            .await
-            .context("opening the journal")?;
+        let stores = Stores::open(&StoreConfig::Sqlite {
+            dir: config.data_dir.clone(),
+            sync_full: config.sync_full,
+        })
+        .await
+        .context("opening the journal")?;
 
         let lighthouse = Node::start(node_config(vec![], &["lighthouse"]))
             .await

@@ -37,6 +37,13 @@ struct Cli {
     /// Price publish interval in milliseconds.
     #[arg(long, default_value_t = 1000)]
     publish_interval_ms: u64,
+    /// Snapshot each order book every this many events (0 = never).
+    #[arg(long, default_value_t = 100)]
+    snapshot_every: u64,
+    /// SQLite durability: `full` syncs every commit, `normal` (the sandbox default) survives
+    /// a crash of the process but not a power cut.
+    #[arg(long, env = "SQLITE_SYNC", default_value = "normal", value_parser = ["full", "normal"])]
+    sqlite_sync: String,
     /// Run a load for this many seconds, print the figures and exit.
     #[arg(long)]
     bench: Option<u64>,
@@ -72,7 +79,8 @@ async fn main() -> anyhow::Result<()> {
         pacing: Some(pacing),
         publish_interval,
         http_port: if bench.is_some() { 0 } else { cli.http_port },
-        snapshot_every: Some(100),
+        snapshot_every: (cli.snapshot_every > 0).then_some(cli.snapshot_every),
+        sync_full: cli.sqlite_sync == "full",
     })
     .await?;
 
@@ -96,9 +104,14 @@ async fn main() -> anyhow::Result<()> {
             println!("  {name:<18} management http://{a}/cluster/members");
         }
     }
-    if let Some((_, Some(a))) = sandbox.management_ports().first() {
-        println!("  try:         cargo run -p ctl --bin tradectl -- --addr {a} cluster show");
-        println!("               cargo run -p ctl --bin tradectl -- --addr {a} shards orderBook");
+    let ports = sandbox.management_ports();
+    if let (Some((_, Some(lh))), Some((_, Some(tp)))) = (ports.first(), ports.get(1)) {
+        println!("  try:         cargo run -p ctl --bin tradectl -- --addr {lh} cluster show");
+        println!("               cargo run -p ctl --bin tradectl -- --addr {tp} shards orderBook");
+        println!(
+            "               cargo run -p ctl --bin tradectl -- --web {} price track MSFT",
+            sandbox.http
+        );
     }
     println!();
 

@@ -66,7 +66,7 @@ impl Default for TradersConfig {
             traders_per_side: 1..=5,
             pacing: TradersPacing::Workshop,
             retry_after: Duration::from_secs(3),
-            max_pending: 100_000,
+            max_pending: 20_000,
             seed: None,
         }
     }
@@ -125,6 +125,7 @@ pub async fn start(service: &ServiceNode, config: &TradersConfig) -> Result<Trad
         &service.node,
     )
     .await?;
+    service.sharding.insert(ORDER_BOOK, books.clone());
     let remoting = service.node.remoting();
     let reply_to = RemoteRef::new(remoting.self_address().address.clone(), DESK);
     let (desk, _) = Actor::spawn(

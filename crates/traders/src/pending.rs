@@ -1,8 +1,9 @@
 //! The orders a desk has sent and not yet seen confirmed, and when to send them again.
 //!
 //! Pure bookkeeping (time is passed in), so the retry rules are unit-tested without a clock:
-//! an order is re-sent when `retry_after` has passed since it was last sent, and forgotten
-//! once the book confirms or rejects it. The order book is idempotent on order ids, so a
+//! an order is re-sent when `retry_after` has passed since it was last sent, doubling the wait
+//! after each re-send (up to 16 times `retry_after`) so that an overloaded book is not buried
+//! under re-sends, and forgotten once the book confirms or rejects it. The order book is idempotent on order ids, so a
 //! re-sent order that the book had already taken is confirmed again as a duplicate.
 
 use std::collections::HashMap;
@@ -16,7 +17,11 @@ struct Pending {
     order: Order,
     first_sent: Instant,
     last_sent: Instant,
+    resends: u32,
 }
+
+/// The wait before a re-send doubles with each re-send, up to `retry_after << MAX_BACKOFF`.
+const MAX_BACKOFF: u32 = 4;
 
 /// Unconfirmed orders, by id.
 #[derive(Debug)]
@@ -47,6 +52,7 @@ impl PendingOrders {
                 order,
                 first_sent: now,
                 last_sent: now,
+                resends: 0,
             },
         );
         true
@@ -62,11 +68,16 @@ impl PendingOrders {
 
     /// The orders due to be sent again at `now`, marked as sent now.
     pub fn due(&mut self, now: Instant) -> Vec<Order> {
+        let base = self.retry_after;
         self.orders
             .values_mut()
-            .filter(|p| now.saturating_duration_since(p.last_sent) >= self.retry_after)
+            .filter(|p| {
+                now.saturating_duration_since(p.last_sent)
+                    >= base * (1 << p.resends.min(MAX_BACKOFF))
+            })
             .map(|p| {
                 p.last_sent = now;
+                p.resends += 1;
                 p.order
             })
             .collect()
@@ -124,8 +135,8 @@ mod tests {
             .collect();
         assert_eq!(at3, vec![2]);
         assert_eq!(
-            p.settled(OrderId::from_u128(1), t0 + Duration::from_secs(5)),
-            Some(Duration::from_secs(5))
+            p.settled(OrderId::from_u128(1), t0 + Duration::from_secs(7)),
+            Some(Duration::from_secs(7))
         );
         assert_eq!(p.settled(OrderId::from_u128(1), t0), None);
         assert_eq!(p.len(), 1);

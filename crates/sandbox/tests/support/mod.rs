@@ -23,6 +23,7 @@ pub fn config(dir: &std::path::Path, pacing: Option<traders::TradersPacing>) -> 
         publish_interval: Duration::from_millis(100),
         http_port: 0,
         snapshot_every: Some(100),
+        sync_full: true,
     }
 }
 
