@@ -151,6 +151,7 @@ fn show(rt: &tokio::runtime::Runtime, p: &Proc) -> String {
     let cli = ctl::Cli {
         addr: format!("127.0.0.1:{}", p.mgmt),
         token: None,
+        web: "127.0.0.1:8080".into(),
         timeout: Duration::from_secs(2),
         command: ctl::Command::Cluster(ctl::ClusterCommand::Show),
     };
@@ -235,6 +236,7 @@ fn five_processes_form_one_cluster_then_survive_kill_term_and_leave() {
     let cli = ctl::Cli {
         addr: format!("127.0.0.1:{}", leaver.mgmt),
         token: None,
+        web: "127.0.0.1:8080".into(),
         timeout: Duration::from_secs(2),
         command: ctl::Command::Cluster(ctl::ClusterCommand::Leave { address: None }),
     };

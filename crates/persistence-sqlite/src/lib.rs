@@ -160,6 +160,35 @@ fn clamp(v: u64) -> i64 {
     v.min(MAX_SEQUENCE_NR) as i64
 }
 
+/// WAL mode, durability, checkpoint size and the schema, on the writing connection.
+fn prepare_writer(conn: &Connection, config: &SqliteConfig) -> Result<()> {
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(classify)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(PersistenceError::Backend(format!(
+            "sqlite database {} refused WAL mode (got {mode})",
+            config.path.display()
+        )));
+    }
+    conn.execute_batch(if config.sync_full {
+        "PRAGMA synchronous = FULL;"
+    } else {
+        "PRAGMA synchronous = NORMAL;"
+    })
+    .map_err(classify)?;
+    // Checkpoint the WAL every ~40 MB instead of every 4 MB: index pages that many inserts
+    // touch are copied back to the database file once per checkpoint instead of many times.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 10000;")
+        .map_err(classify)?;
+    conn.execute_batch(SCHEMA).map_err(classify)
+}
+
+/// True for the error another process's lock causes.
+fn is_busy(e: &PersistenceError) -> bool {
+    matches!(e, PersistenceError::Unavailable(m) if m.contains("locked") || m.contains("busy"))
+}
+
 fn open_connection(config: &SqliteConfig, write: bool) -> Result<Connection> {
     let flags = if write {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
@@ -175,26 +204,19 @@ fn open_connection(config: &SqliteConfig, write: bool) -> Result<Connection> {
     })?;
     conn.busy_timeout(config.busy_timeout).map_err(classify)?;
     if write {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(classify)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(PersistenceError::Backend(format!(
-                "sqlite database {} refused WAL mode (got {mode})",
-                config.path.display()
-            )));
+        // Switching a new database to WAL takes an exclusive lock for which SQLite does not
+        // call the busy handler, so two processes opening one fresh file at the same moment
+        // (the services started together on one data folder) retry here instead of failing.
+        let deadline = std::time::Instant::now() + config.busy_timeout;
+        loop {
+            match prepare_writer(&conn, config) {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        conn.execute_batch(if config.sync_full {
-            "PRAGMA synchronous = FULL;"
-        } else {
-            "PRAGMA synchronous = NORMAL;"
-        })
-        .map_err(classify)?;
-        // Checkpoint the WAL every ~40 MB instead of every 4 MB: index pages that many inserts
-        // touch are copied back to the database file once per checkpoint instead of many times.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 10000;")
-            .map_err(classify)?;
-        conn.execute_batch(SCHEMA).map_err(classify)?;
     }
     // A 64 MiB page cache per connection keeps the indexes of a busy journal in memory.
     conn.execute_batch("PRAGMA cache_size = -65536;")

@@ -52,9 +52,15 @@ fn fail(code: i32, message: String) -> ! {
 async fn main() {
     runtime::node::init_tracing();
     let cli = Cli::parse();
+    // Only the transport part of the node settings is used: pricing-web never joins, so it
+    // needs no seeds (self_seed only keeps the membership part of the check satisfied).
     let config = cli
         .node
-        .resolve(&ServiceDefaults::default())
+        .resolve(&ServiceDefaults {
+            port: 0,
+            roles: Vec::new(),
+            self_seed: true,
+        })
         .unwrap_or_else(|e| fail(2, e.to_string()));
     let contacts = cluster_tools::client::parse_contacts(&cli.contacts, &config.remoting.system)
         .unwrap_or_else(|e| fail(2, format!("CLUSTER_CONTACTS (--contacts): {e}")));
