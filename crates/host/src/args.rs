@@ -86,7 +86,8 @@ mod tests {
 
     #[test]
     fn sqlite_is_the_default_and_mongo_is_checked() {
-        let cli = Cli::parse_from(["x", "--data-dir", "/tmp/d"]);
+        // `--mongo ""` keeps a MONGO_CONNECTION_STR in the test's environment out of it.
+        let cli = Cli::parse_from(["x", "--data-dir", "/tmp/d", "--mongo", ""]);
         assert_eq!(
             cli.host.store().unwrap(),
             StoreConfig::Sqlite {
