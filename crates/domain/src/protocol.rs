@@ -45,6 +45,17 @@ pub enum OrderBookCommand<R> {
         /// Where the confirmation goes.
         reply_to: R,
     },
+    /// Place several orders of one ticker, in this order, stored in one atomic write: how a
+    /// busy sender amortises the journal round trip. Answered with one
+    /// [`OrderBookReply::Batch`] holding each order's answer, in order.
+    PlaceMany {
+        /// The book.
+        ticker: Ticker,
+        /// The orders, all for `ticker`.
+        orders: Vec<Order>,
+        /// Where the answers go.
+        reply_to: R,
+    },
     /// Cancel a resting order.
     Cancel {
         /// The book.
@@ -68,9 +79,9 @@ impl<R> OrderBookCommand<R> {
     pub fn ticker(&self) -> Ticker {
         match self {
             OrderBookCommand::Place { order, .. } => order.ticker,
-            OrderBookCommand::Cancel { ticker, .. } | OrderBookCommand::GetBook { ticker, .. } => {
-                *ticker
-            }
+            OrderBookCommand::PlaceMany { ticker, .. }
+            | OrderBookCommand::Cancel { ticker, .. }
+            | OrderBookCommand::GetBook { ticker, .. } => *ticker,
         }
     }
 }
@@ -107,6 +118,8 @@ pub enum OrderBookReply {
     },
     /// The whole book.
     Book(BookSnapshot),
+    /// The answers to a [`OrderBookCommand::PlaceMany`], one per order, in order.
+    Batch(Vec<OrderBookReply>),
 }
 
 /// A command to the price aggregator of one ticker.

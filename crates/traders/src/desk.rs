@@ -5,13 +5,18 @@
 //!
 //! One desk per node, not one registered actor per trader: only a handful of actors are
 //! addressable across nodes, whatever the number of traders.
+//!
+//! The desk batches: orders for one ticker that arrive within [`FLUSH_INTERVAL`] (or until
+//! [`MAX_BATCH`] of them) go to their book as one `PlaceMany`, which the book stores in one
+//! journal write. At the workshop's pace that is one order per message; under load it is what
+//! keeps a book from paying one journal round trip per order.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use cluster_sharding::ShardRegion;
 use domain::protocol::{OrderBookCommand, OrderBookReply};
-use domain::{Fill, Order, OrderId, PlaceOutcome};
+use domain::{Fill, Order, OrderId, PlaceOutcome, Ticker};
 use hdrhistogram::Histogram;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use runtime::RemoteRef;
@@ -19,6 +24,11 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::pending::PendingOrders;
+
+/// How long an order may wait for others of its ticker before it is sent.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+/// Most orders in one `PlaceMany`.
+pub const MAX_BATCH: usize = 200;
 
 /// Confirmed order ids kept for [`DeskMsg::Confirmed`].
 const CONFIRMED_KEPT: usize = 100_000;
@@ -39,6 +49,8 @@ pub enum DeskMsg {
     Fill(Fill),
     /// Time to re-send what is overdue.
     Retry,
+    /// Time to send what waits in the outbox.
+    Flush,
     /// The ids of the most recently confirmed orders (up to the last 100,000), oldest first.
     Confirmed(RpcReplyPort<Vec<OrderId>>),
     /// Counters and latency so far; `reset_latency` starts a new latency window.
@@ -117,20 +129,94 @@ pub struct DeskState {
     args: DeskArgs,
     pending: PendingOrders,
     recent: Recent,
+    outbox: HashMap<Ticker, Vec<Order>>,
     confirmed: VecDeque<OrderId>,
     stats: DeskStats,
     latency: Histogram<u64>,
 }
 
 impl DeskState {
-    fn send(&self, order: Order) {
-        let cmd = OrderBookCommand::Place {
-            order,
-            reply_to: self.args.reply_to.clone(),
+    /// Queues an order for its book; a full batch goes at once.
+    fn queue(&mut self, order: Order) {
+        let batch = self.outbox.entry(order.ticker).or_default();
+        batch.push(order);
+        if batch.len() >= MAX_BATCH {
+            let batch = std::mem::take(batch);
+            self.send(order.ticker, batch);
+        }
+    }
+
+    /// Sends everything queued.
+    fn flush(&mut self) {
+        let tickers: Vec<Ticker> = self
+            .outbox
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tickers {
+            let batch = self
+                .outbox
+                .get_mut(&t)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            self.send(t, batch);
+        }
+    }
+
+    fn send(&self, ticker: Ticker, mut batch: Vec<Order>) {
+        let reply_to = self.args.reply_to.clone();
+        let cmd = if batch.len() == 1 {
+            OrderBookCommand::Place {
+                order: batch.pop().expect("one order"),
+                reply_to,
+            }
+        } else {
+            OrderBookCommand::PlaceMany {
+                ticker,
+                orders: batch,
+                reply_to,
+            }
         };
-        if let Err(e) = self.args.books.tell(order.ticker.to_string(), cmd) {
-            // Still pending: it goes again after the retry timeout.
-            debug!(error = %e, "order not sent now");
+        if let Err(e) = self.args.books.tell(ticker.to_string(), cmd) {
+            // Still pending: they go again after the retry timeout.
+            debug!(error = %e, "orders not sent now");
+        }
+    }
+
+    /// Takes one answer of a book.
+    fn settle(&mut self, reply: OrderBookReply) {
+        match reply {
+            OrderBookReply::Confirmed {
+                order_id, outcome, ..
+            } => match self.pending.settled(order_id, Instant::now()) {
+                Some(waited) => {
+                    self.stats.confirmed += 1;
+                    if outcome == PlaceOutcome::Duplicate {
+                        self.stats.duplicates += 1;
+                    }
+                    if self.confirmed.len() == CONFIRMED_KEPT {
+                        self.confirmed.pop_front();
+                    }
+                    self.confirmed.push_back(order_id);
+                    let _ = self.latency.record(waited.as_micros().max(1) as u64);
+                }
+                None => self.stats.duplicates += 1,
+            },
+            OrderBookReply::Rejected {
+                order_id, reason, ..
+            } => {
+                if self.pending.settled(order_id, Instant::now()).is_some() {
+                    self.stats.rejected += 1;
+                    warn!(%order_id, %reason, "order rejected");
+                }
+            }
+            OrderBookReply::Batch(replies) => {
+                for r in replies {
+                    self.settle(r);
+                }
+            }
+            OrderBookReply::Cancelled { .. } | OrderBookReply::Book(_) => {}
         }
     }
 }
@@ -147,6 +233,7 @@ impl Actor for Desk {
     ) -> Result<DeskState, ActorProcessingErr> {
         let tick = (args.retry_after / 4).max(Duration::from_millis(50));
         myself.send_interval(tick, || DeskMsg::Retry);
+        myself.send_interval(FLUSH_INTERVAL, || DeskMsg::Flush);
         Ok(DeskState {
             pending: PendingOrders::new(args.retry_after, args.max_pending),
             recent: Recent {
@@ -154,6 +241,7 @@ impl Actor for Desk {
                 order: VecDeque::new(),
                 capacity: 200_000,
             },
+            outbox: HashMap::new(),
             confirmed: VecDeque::new(),
             stats: DeskStats::default(),
             latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
@@ -172,38 +260,12 @@ impl Actor for Desk {
                 if s.pending.sent(order, Instant::now()) {
                     s.stats.placed += 1;
                     s.recent.insert(order.id);
-                    s.send(order);
+                    s.queue(order);
                 } else {
                     s.stats.refused += 1;
                 }
             }
-            DeskMsg::Reply(reply) => match reply {
-                OrderBookReply::Confirmed {
-                    order_id, outcome, ..
-                } => match s.pending.settled(order_id, Instant::now()) {
-                    Some(waited) => {
-                        s.stats.confirmed += 1;
-                        if s.confirmed.len() == CONFIRMED_KEPT {
-                            s.confirmed.pop_front();
-                        }
-                        s.confirmed.push_back(order_id);
-                        if outcome == PlaceOutcome::Duplicate {
-                            s.stats.duplicates += 1;
-                        }
-                        let _ = s.latency.record(waited.as_micros().max(1) as u64);
-                    }
-                    None => s.stats.duplicates += 1,
-                },
-                OrderBookReply::Rejected {
-                    order_id, reason, ..
-                } => {
-                    if s.pending.settled(order_id, Instant::now()).is_some() {
-                        s.stats.rejected += 1;
-                        warn!(%order_id, %reason, "order rejected");
-                    }
-                }
-                OrderBookReply::Cancelled { .. } | OrderBookReply::Book(_) => {}
-            },
+            DeskMsg::Reply(reply) => s.settle(reply),
             DeskMsg::Fill(fill) => {
                 if s.recent.ids.contains(&fill.order_id) {
                     s.stats.fills += 1;
@@ -212,9 +274,10 @@ impl Actor for Desk {
             DeskMsg::Retry => {
                 for order in s.pending.due(Instant::now()) {
                     s.stats.resent += 1;
-                    s.send(order);
+                    s.queue(order);
                 }
             }
+            DeskMsg::Flush => s.flush(),
             DeskMsg::Confirmed(reply) => {
                 let _ = reply.send(s.confirmed.iter().copied().collect());
             }
