@@ -212,8 +212,14 @@ async fn wait_for_signal() {
 /// Installs `tracing` output to stderr, filtered by `RUST_LOG` (default `info`): plain
 /// text, or one JSON object per line when `LOG_FORMAT=json` (for containers).
 pub fn init_tracing() {
+    init_tracing_with_default("info");
+}
+
+/// Like [`init_tracing`], with another filter when `RUST_LOG` is not set (the sandbox runs
+/// six nodes in one process and shows only warnings by default).
+pub fn init_tracing_with_default(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

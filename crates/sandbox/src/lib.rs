@@ -78,6 +78,9 @@ fn node_config(seeds: Vec<NodeAddress>, roles: &[&str]) -> NodeConfig {
         join_retry_interval: Duration::from_millis(200),
         ..ClusterConfig::default()
     };
+    // When the whole sandbox stops, the last node of each role has nowhere to hand its
+    // shards to (its entities are persistent, so nothing is lost): give up on that quickly.
+    cfg.shutdown_phase_timeout = Duration::from_secs(3);
     cfg
 }
 

@@ -51,7 +51,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runtime::node::init_tracing();
+    // Six nodes in one process log a lot at `info`; RUST_LOG=info shows it all.
+    runtime::node::init_tracing_with_default("warn");
     let cli = Cli::parse();
     let tickers = match &cli.tickers {
         Some(list) => Ticker::parse_list(list).context("--tickers")?,
