@@ -80,6 +80,15 @@ impl Ticker {
             .collect()
     }
 
+    /// The tickers of an optional comma-separated list, or the workshop's 28 when there is
+    /// none: what every service's `--tickers` flag means.
+    pub fn list_or_defaults(list: Option<&str>) -> Result<Vec<Ticker>, TickerError> {
+        match list {
+            Some(list) => Ticker::parse_list(list),
+            None => Ok(Ticker::defaults()),
+        }
+    }
+
     /// Parses a comma-separated list such as `MSFT,AAPL` (spaces around symbols are ignored).
     pub fn parse_list(list: &str) -> Result<Vec<Ticker>, TickerError> {
         list.split(',')

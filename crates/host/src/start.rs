@@ -26,6 +26,14 @@ impl StartFailure {
         }
     }
 
+    /// A configuration error (exit code 2) naming the variable and flag that hold it.
+    pub fn config(variable: &str, flag: &str, error: impl std::fmt::Display) -> Self {
+        StartFailure {
+            code: 2,
+            message: format!("{variable} ({flag}): {error}"),
+        }
+    }
+
     /// Prints the message and exits the process with the code.
     pub fn exit(self) -> ! {
         eprintln!("error: {}", self.message);

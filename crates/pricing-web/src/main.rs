@@ -67,11 +67,8 @@ async fn main() {
     if contacts.is_empty() {
         fail(2, "CLUSTER_CONTACTS (--contacts): no contact point".into());
     }
-    let tickers = match cli.tickers.as_deref() {
-        Some(list) => Ticker::parse_list(list)
-            .unwrap_or_else(|e| fail(2, format!("TICKERS (--tickers): {e}"))),
-        None => Ticker::defaults(),
-    };
+    let tickers = Ticker::list_or_defaults(cli.tickers.as_deref())
+        .unwrap_or_else(|e| fail(2, format!("TICKERS (--tickers): {e}")));
     let http: SocketAddr = format!("{}:{}", cli.http_host, cli.http_port)
         .parse()
         .unwrap_or_else(|_| {

@@ -33,16 +33,8 @@ struct Cli {
 async fn main() {
     runtime::node::init_tracing();
     let cli = Cli::parse();
-    let tickers = match cli.tickers.as_deref() {
-        Some(list) => Ticker::parse_list(list).unwrap_or_else(|e| {
-            host::StartFailure {
-                code: 2,
-                message: format!("TICKERS (--tickers): {e}"),
-            }
-            .exit()
-        }),
-        None => Ticker::defaults(),
-    };
+    let tickers = Ticker::list_or_defaults(cli.tickers.as_deref())
+        .unwrap_or_else(|e| host::StartFailure::config("TICKERS", "--tickers", e).exit());
     let defaults = ServiceDefaults {
         port: pricing::DEFAULT_PORT,
         roles: pricing::ROLES.map(String::from).to_vec(),

@@ -54,10 +54,7 @@ async fn main() -> anyhow::Result<()> {
     // Six nodes in one process log a lot at `info`; RUST_LOG=info shows it all.
     runtime::node::init_tracing_with_default("warn");
     let cli = Cli::parse();
-    let tickers = match &cli.tickers {
-        Some(list) => Ticker::parse_list(list).context("--tickers")?,
-        None => Ticker::defaults(),
-    };
+    let tickers = Ticker::list_or_defaults(cli.tickers.as_deref()).context("--tickers")?;
     let bench = cli.bench.map(Duration::from_secs);
     let pacing = match (cli.orders_per_second, bench) {
         (Some(n), _) => TradersPacing::Load {
