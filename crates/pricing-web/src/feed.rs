@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_tools::client::{ClientSettings, ClusterClient};
+use domain::PriceUpdate;
 use domain::protocol::{PRICE_HISTORY_SERVICE, PriceCommand, PriceHistory, topics};
-use domain::{PriceUpdate, Ticker};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use runtime::{NodeAddress, Remoting};
 use tokio::task::JoinHandle;
@@ -127,9 +127,4 @@ async fn load_histories(client: &ClusterClient, hub: &PriceHub) {
             Err(e) => debug!(%ticker, error = %e, "no history yet"),
         }
     }
-}
-
-/// The tickers a dashboard shows when none are configured.
-pub fn default_tickers() -> Vec<Ticker> {
-    Ticker::defaults()
 }

@@ -1,16 +1,19 @@
 //! pricing-web over real sockets: the API, the WebSocket stream, and bad input.
 
 mod support;
+#[path = "../../../tests/support/web.rs"]
+mod web;
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use pricing_web::ServerMessage;
-use support::{get, start, update};
+use support::{start, update};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
+use web::get;
 
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

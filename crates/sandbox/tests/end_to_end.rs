@@ -4,6 +4,8 @@
 //! books hold exactly what they held before.
 
 mod support;
+#[path = "../../../tests/support/web.rs"]
+mod web;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,22 +15,7 @@ use sandbox::Sandbox;
 use support::{config, eventually, journal_book, live_book, tickers};
 use tokio_tungstenite::tungstenite::Message;
 use traders::TradersPacing;
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+use web::get;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orders_become_prices_and_the_books_survive_a_restart() {

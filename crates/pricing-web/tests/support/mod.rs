@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use domain::{PriceUpdate, Ticker, Timestamp};
 use pricing_web::PriceHub;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// A running server and its hub.
 pub struct Server {
@@ -58,20 +57,4 @@ pub fn update(t: &str, price: f64, volume: f64, matches: u64) -> PriceUpdate {
         at: Timestamp(1_700_000_000_000_000 + matches as i64 * 100_000),
         matches,
     }
-}
-
-/// A plain HTTP/1.1 GET; returns the status code and the body.
-pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
