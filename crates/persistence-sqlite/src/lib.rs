@@ -552,20 +552,21 @@ impl SnapshotStore for SqliteStore {
     async fn save_snapshot(&self, metadata: SnapshotMetadata, data: SnapshotData) -> Result<()> {
         metadata.validate()?;
         self.with_writer(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO snapshot_store (persistence_id, sequence_nr, timestamp, manifest, schema_version, payload) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (persistence_id, sequence_nr) DO UPDATE SET \
                  timestamp = excluded.timestamp, manifest = excluded.manifest, \
                  schema_version = excluded.schema_version, payload = excluded.payload",
-                params![
-                    metadata.persistence_id,
-                    to_i64(metadata.sequence_nr, "snapshot sequence nr")?,
-                    metadata.timestamp,
-                    data.manifest,
-                    data.schema_version as i64,
-                    data.payload.as_json()
-                ],
             )
+            .map_err(classify)?
+            .execute(params![
+                metadata.persistence_id,
+                to_i64(metadata.sequence_nr, "snapshot sequence nr")?,
+                metadata.timestamp,
+                data.manifest,
+                data.schema_version as i64,
+                data.payload.as_json()
+            ])
             .map_err(classify)?;
             Ok(())
         })
@@ -628,11 +629,12 @@ impl SnapshotStore for SqliteStore {
         let pid = persistence_id.to_owned();
         let (min_seq, max_seq, min_ts, max_ts) = criteria.clamped();
         self.with_writer(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "DELETE FROM snapshot_store WHERE persistence_id = ?1 AND sequence_nr >= ?2 \
                  AND sequence_nr <= ?3 AND timestamp >= ?4 AND timestamp <= ?5",
-                params![pid, min_seq, max_seq, min_ts, max_ts],
             )
+            .map_err(classify)?
+            .execute(params![pid, min_seq, max_seq, min_ts, max_ts])
             .map_err(classify)?;
             Ok(())
         })

@@ -9,8 +9,19 @@
 //!   number continues after the journal's highest (which survives deletion).
 //! - **`persist` / `persist_all`** ([`EntityContext`]) resolve only after the events are durable;
 //!   only then are they applied to the state. Commands wait meanwhile (the mailbox is not read).
-//! - **Snapshots** are taken every N events when configured, optionally deleting older snapshots
-//!   and the events they cover. A failed snapshot is logged; the entity goes on.
+//! - **`persist_applied`** is the other way round, for commands whose events are only known by
+//!   applying them one after another (a batch of orders that trade with each other): the
+//!   handler changes the state in place and hands over the events; if the write fails, the
+//!   entity is poisoned (it handles nothing more) and stops, so the changed state is discarded
+//!   and the next incarnation recovers the journal's truth. Nothing is acted on before the
+//!   write succeeds either way.
+//! - **Snapshots** are taken every N events when configured, but not more often than
+//!   [`EntitySettings::snapshot_min_interval`]. The state is encoded in the actor; the write
+//!   (and deleting older snapshots and the events they cover) runs in the background, so a
+//!   command never waits for a snapshot store. At most one snapshot write per entity is in
+//!   flight: a snapshot due while the previous one is still being written waits for it, and
+//!   stopping the entity waits for the last one. A failed snapshot is logged; the entity goes
+//!   on (recovery then replays more events).
 //! - **Failures stop the entity with a logged reason**: a recovery failure fails the spawn, and a
 //!   persist that is rejected or fails (store unavailable after retries, bad event) stops the actor
 //!   even if the handler ignores the error, so it never goes on with a state the journal does not
@@ -18,6 +29,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -103,6 +115,11 @@ impl PersistenceHandle {
 pub struct EntitySettings {
     /// Take a snapshot each time the sequence number passes a multiple of this (None = never).
     pub snapshot_every: Option<u64>,
+    /// Take snapshots at most this often: one that falls due sooner is taken at the first
+    /// write after the interval (zero = no limit). A busy entity writing thousands of events a
+    /// second would otherwise spend more on snapshots than on its events, while recovery only
+    /// gains from the latest one.
+    pub snapshot_min_interval: Duration,
     /// After a snapshot, delete the events it covers.
     pub delete_events_on_snapshot: bool,
     /// After a snapshot, delete older snapshots.
@@ -229,6 +246,10 @@ impl<B: PersistentBehavior> PersistentActor<B> {
             last_sequence_nr: last,
             last_snapshot_nr: snapshot_nr,
             writer_uuid: uuid::Uuid::new_v4().to_string(),
+            poisoned: None,
+            snapshot_due: false,
+            last_snapshot_at: None,
+            snapshot_write: None,
         })
     }
 }
@@ -239,6 +260,13 @@ pub struct EntityState<B: PersistentBehavior> {
     last_sequence_nr: u64,
     last_snapshot_nr: u64,
     writer_uuid: String,
+    /// Why the state may no longer match the journal; set, the entity handles nothing more.
+    poisoned: Option<String>,
+    /// A snapshot fell due before [`EntitySettings::snapshot_min_interval`] had passed.
+    snapshot_due: bool,
+    last_snapshot_at: Option<Instant>,
+    /// The snapshot write in flight, if any.
+    snapshot_write: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What a command handler sees: the state, and the way to persist events.
@@ -279,11 +307,49 @@ impl<B: PersistentBehavior> EntityContext<'_, B> {
     /// On any failure nothing is applied, the error is returned, and the entity stops after this
     /// command (it must not go on with a state the journal may not have).
     pub async fn persist_all(&mut self, events: Vec<B::Event>) -> Result<()> {
-        if let Some(f) = &self.failure {
-            return Err(PersistenceError::Backend(format!(
-                "entity is stopping after: {f}"
-            )));
+        self.write(&events).await?;
+        for e in &events {
+            self.actor.behavior.apply_event(&mut self.entity.state, e);
         }
+        self.written(events.len()).await;
+        Ok(())
+    }
+
+    /// Lets `change` update the state in place and persists the events it returns (the ones
+    /// it applied, in order) as one atomic write; returns what `change` returned besides.
+    ///
+    /// For commands whose events are only known by applying them one after another, such as
+    /// a batch of orders that trade with each other, where deciding on a copy of the state
+    /// would cost a copy per command. Reply only after this returns `Ok`. If the write fails,
+    /// the state is ahead of the journal: the entity is poisoned, handles no further command
+    /// and stops, and its next incarnation recovers from the journal.
+    pub async fn persist_applied<T>(
+        &mut self,
+        change: impl FnOnce(&mut B::State) -> (Vec<B::Event>, T),
+    ) -> Result<T> {
+        self.check_healthy()?;
+        let (events, out) = change(&mut self.entity.state);
+        if let Err(e) = self.write(&events).await {
+            self.entity.poisoned = self.failure.clone();
+            return Err(e);
+        }
+        self.written(events.len()).await;
+        Ok(out)
+    }
+
+    fn check_healthy(&self) -> Result<()> {
+        match self.failure.as_ref().or(self.entity.poisoned.as_ref()) {
+            Some(f) => Err(PersistenceError::Backend(format!(
+                "entity is stopping after: {f}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `events` after the last sequence number; on failure records why the entity
+    /// must stop.
+    async fn write(&mut self, events: &[B::Event]) -> Result<()> {
+        self.check_healthy()?;
         if events.is_empty() {
             return Ok(());
         }
@@ -306,20 +372,24 @@ impl<B: PersistentBehavior> EntityContext<'_, B> {
             Ok(w) => self.actor.persistence.writer.write(w).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = result {
+        if let Err(e) = &result {
             self.failure = Some(format!(
                 "persist of {} event(s) at sequence nr {} failed: {e}",
                 events.len(),
                 base + 1
             ));
-            return Err(e);
         }
-        for e in &events {
-            self.actor.behavior.apply_event(&mut self.entity.state, e);
+        result
+    }
+
+    /// Advances the sequence number past `count` written events and snapshots when due.
+    async fn written(&mut self, count: usize) {
+        if count == 0 {
+            return;
         }
-        self.entity.last_sequence_nr = base + events.len() as u64;
-        self.maybe_snapshot(base).await;
-        Ok(())
+        let before = self.entity.last_sequence_nr;
+        self.entity.last_sequence_nr = before + count as u64;
+        self.maybe_snapshot(before).await;
     }
 
     async fn maybe_snapshot(&mut self, before: u64) {
@@ -327,37 +397,71 @@ impl<B: PersistentBehavior> EntityContext<'_, B> {
             return;
         };
         let now = self.entity.last_sequence_nr;
-        if now / every == before / every {
+        if now / every != before / every {
+            self.entity.snapshot_due = true;
+        }
+        if !self.entity.snapshot_due {
             return;
         }
-        let pid = &self.actor.persistence_id;
-        let p = &self.actor.persistence;
-        let saved = match SnapshotData::from_state(&self.entity.state) {
-            Ok(data) => {
-                p.snapshots
-                    .save_snapshot(SnapshotMetadata::new(pid.clone(), now), data)
-                    .await
+        let min = self.actor.settings.snapshot_min_interval;
+        if let Some(at) = self.entity.last_snapshot_at
+            && at.elapsed() < min
+        {
+            return;
+        }
+        if let Some(previous) = self.entity.snapshot_write.take() {
+            // At most one write in flight; this only waits when snapshots come faster than
+            // the store takes them.
+            let _ = previous.await;
+        }
+        let pid = self.actor.persistence_id.clone();
+        let data = match SnapshotData::from_state(&self.entity.state) {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(persistence_id = %pid, sequence_nr = now, error = %e, "snapshot cannot be encoded; continuing without it");
+                self.entity.snapshot_due = false;
+                return;
             }
-            Err(e) => Err(e),
         };
-        if let Err(e) = saved {
-            tracing::warn!(persistence_id = %pid, sequence_nr = now, error = %e, "snapshot failed; continuing without it");
-            return;
-        }
+        self.entity.snapshot_due = false;
+        self.entity.last_snapshot_at = Some(Instant::now());
         self.entity.last_snapshot_nr = now;
-        if self.actor.settings.delete_older_snapshots
-            && let Err(e) = p
-                .snapshots
-                .delete_snapshots(pid, SnapshotSelectionCriteria::max_sequence_nr(now - 1))
-                .await
-        {
-            tracing::warn!(persistence_id = %pid, error = %e, "deleting older snapshots failed");
-        }
-        if self.actor.settings.delete_events_on_snapshot
-            && let Err(e) = p.journal.delete_messages_to(pid, now).await
-        {
-            tracing::warn!(persistence_id = %pid, error = %e, "deleting events covered by a snapshot failed");
-        }
+        let settings = self.actor.settings;
+        let p = self.actor.persistence.clone();
+        self.entity.snapshot_write = Some(tokio::spawn(async move {
+            save_snapshot(p, settings, pid, now, data).await;
+        }));
+    }
+}
+
+/// Writes one snapshot, then deletes what it makes redundant, as `settings` say.
+async fn save_snapshot(
+    p: PersistenceHandle,
+    settings: EntitySettings,
+    pid: String,
+    seq: u64,
+    data: SnapshotData,
+) {
+    if let Err(e) = p
+        .snapshots
+        .save_snapshot(SnapshotMetadata::new(pid.clone(), seq), data)
+        .await
+    {
+        tracing::warn!(persistence_id = %pid, sequence_nr = seq, error = %e, "snapshot failed; continuing without it");
+        return;
+    }
+    if settings.delete_older_snapshots
+        && let Err(e) = p
+            .snapshots
+            .delete_snapshots(&pid, SnapshotSelectionCriteria::max_sequence_nr(seq - 1))
+            .await
+    {
+        tracing::warn!(persistence_id = %pid, error = %e, "deleting older snapshots failed");
+    }
+    if settings.delete_events_on_snapshot
+        && let Err(e) = p.journal.delete_messages_to(&pid, seq).await
+    {
+        tracing::warn!(persistence_id = %pid, error = %e, "deleting events covered by a snapshot failed");
     }
 }
 
@@ -392,6 +496,10 @@ impl<B: PersistentBehavior> Actor for PersistentActor<B> {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
+        if state.poisoned.is_some() {
+            // Its state is ahead of the journal; it is stopping and must not act on it.
+            return Ok(());
+        }
         let mut ctx = EntityContext {
             actor: self,
             entity: state,
@@ -401,10 +509,23 @@ impl<B: PersistentBehavior> Actor for PersistentActor<B> {
         let result = self.behavior.handle_command(&mut ctx, message).await;
         if let Some(reason) = ctx.failure.take() {
             tracing::error!(persistence_id = %self.persistence_id, %reason, "stopping entity");
+            state.poisoned = Some(reason.clone());
             myself.stop(Some(reason));
             return Ok(());
         }
         result
+    }
+
+    /// Waits for the snapshot write in flight, so a stopped entity has finished writing.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        if let Some(write) = state.snapshot_write.take() {
+            let _ = write.await;
+        }
+        Ok(())
     }
 }
 
@@ -456,6 +577,8 @@ mod tests {
 
     enum Cmd {
         Add(Vec<i64>, RpcReplyPort<std::result::Result<i64, String>>),
+        /// The same through `persist_applied`: the handler adds in place, then persists.
+        AddApplied(Vec<i64>, RpcReplyPort<std::result::Result<i64, String>>),
         Get(RpcReplyPort<(i64, u64)>),
     }
 
@@ -487,6 +610,18 @@ mod tests {
                         .persist_all(ns.into_iter().map(|n| Added { n }).collect())
                         .await;
                     let _ = reply.send(r.map(|_| ctx.state().sum).map_err(|e| e.to_string()));
+                }
+                Cmd::AddApplied(ns, reply) => {
+                    let r = ctx
+                        .persist_applied(|state| {
+                            let events: Vec<Added> = ns.into_iter().map(|n| Added { n }).collect();
+                            for e in &events {
+                                Counter.apply_event(state, e);
+                            }
+                            (events, state.sum)
+                        })
+                        .await;
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
                 }
                 Cmd::Get(reply) => {
                     let _ = reply.send((ctx.state().sum, ctx.last_sequence_nr()));
@@ -554,6 +689,7 @@ mod tests {
         let store = InMemoryStore::new();
         let settings = EntitySettings {
             snapshot_every: Some(3),
+            snapshot_min_interval: Duration::ZERO,
             delete_events_on_snapshot: true,
             delete_older_snapshots: true,
         };
@@ -593,6 +729,68 @@ mod tests {
         assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (55, 10));
         a.stop(None);
         h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn persist_applied_stores_what_the_handler_applied_once() {
+        let store = InMemoryStore::new();
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        assert_eq!(add(&a, vec![1]).await.unwrap(), 1);
+        let sum = ractor::call!(a, Cmd::AddApplied, vec![10, 20]).unwrap();
+        assert_eq!(sum, Ok(31));
+        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (31, 3));
+        a.stop(None);
+        h.await.unwrap();
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (31, 3));
+        a.stop(None);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_persist_applied_poisons_the_entity_until_it_recovers() {
+        let store = InMemoryStore::new();
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        add(&a, vec![5]).await.unwrap();
+        store.set_unavailable(true);
+        let err = ractor::call!(a, Cmd::AddApplied, vec![100])
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("unavailable"), "{err}");
+        // Whatever was queued behind is not handled on the changed state.
+        assert!(ractor::call!(a, Cmd::Get).is_err());
+        tokio::time::timeout(Duration::from_secs(5), h)
+            .await
+            .expect("entity stopped")
+            .unwrap();
+        store.set_unavailable(false);
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (5, 1));
+        a.stop(None);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn snapshots_wait_for_the_minimum_interval() {
+        let store = InMemoryStore::new();
+        let settings = EntitySettings {
+            snapshot_every: Some(2),
+            snapshot_min_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let (a, h) = spawn(&store, settings).await.unwrap();
+        for i in 1..=9 {
+            add(&a, vec![i]).await.unwrap();
+        }
+        a.stop(None);
+        h.await.unwrap();
+        // The first one is taken when due (there was none before); the rest wait an hour.
+        let snap = store
+            .load_snapshot("counter-1", SnapshotSelectionCriteria::latest())
+            .await
+            .unwrap()
+            .expect("one snapshot");
+        assert_eq!(snap.metadata.sequence_nr, 2);
     }
 
     #[tokio::test]

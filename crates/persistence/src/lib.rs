@@ -35,7 +35,7 @@ pub use actor::{
 pub use error::{PersistenceError, Result};
 pub use group_commit::{GroupCommitConfig, GroupCommitWriter};
 pub use memory::InMemoryStore;
-pub use query::{current_events_by_tag, events_by_tag};
+pub use query::{current_events_by_tag, events_by_tag, events_by_tag_polled};
 pub use repr::{
     AtomicWrite, EventEnvelope, MAX_SEQUENCE_NR, Offset, Payload, Persistable, PersistentRepr,
     SelectedSnapshot, SnapshotData, SnapshotMetadata, SnapshotSelectionCriteria, now_millis,

@@ -1,12 +1,14 @@
 //! Events-by-tag streams built on [`EventsByTagQuery`] pages.
 //!
-//! This module owns the two stream shapes of the read side: [`current_events_by_tag`] (what is
-//! stored now, then the stream ends) and [`events_by_tag`] (live: keeps polling, and wakes up at
-//! once on a same-process commit signal). Both take an exclusive offset and yield envelopes whose
+//! This module owns the stream shapes of the read side: [`current_events_by_tag`] (what is
+//! stored now, then the stream ends), [`events_by_tag`] (live: keeps polling, and wakes up at
+//! once on a same-process commit signal) and [`events_by_tag_polled`] (live, polling on a fixed
+//! interval only: for a reader that has a faster path beside it). Both take an exclusive offset and yield envelopes whose
 //! offsets strictly increase, so a consumer resumes by passing the last offset it processed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::watch;
@@ -26,6 +28,8 @@ struct Cursor {
     live: bool,
     finished: bool,
     signal: Option<watch::Receiver<u64>>,
+    /// Wait between polls once caught up (`None`: the backend's refresh interval).
+    interval: Option<Duration>,
 }
 
 impl Cursor {
@@ -83,7 +87,9 @@ impl Cursor {
     }
 
     async fn wait(&mut self) {
-        let interval = self.query.refresh_interval();
+        let interval = self
+            .interval
+            .unwrap_or_else(|| self.query.refresh_interval());
         match self.signal.as_mut() {
             Some(signal) => {
                 tokio::select! {
@@ -124,6 +130,7 @@ pub fn current_events_by_tag(
         live: false,
         finished: false,
         signal: None,
+        interval: None,
     })
 }
 
@@ -145,5 +152,81 @@ pub fn events_by_tag(
         live: true,
         finished: false,
         signal,
+        interval: None,
     })
+}
+
+/// Like [`events_by_tag`], but once caught up it reads again only every `interval`, whatever
+/// is committed meanwhile: many such streams over one busy journal then cost a few queries a
+/// second each, not one per commit. For readers that get the same events sooner another way
+/// (pricing hears matches on pub-sub) and read the journal so that none is ever missed.
+pub fn events_by_tag_polled(
+    query: Arc<dyn EventsByTagQuery>,
+    tag: impl Into<String>,
+    offset: Offset,
+    interval: Duration,
+) -> BoxStream<'static, Result<EventEnvelope>> {
+    cursor_stream(Cursor {
+        query,
+        tag: tag.into(),
+        offset,
+        buffer: VecDeque::new(),
+        live: true,
+        finished: false,
+        signal: None,
+        interval: Some(interval),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::InMemoryStore;
+    use crate::repr::{AtomicWrite, Persistable, PersistentRepr};
+    use crate::traits::Journal;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Tagged(u64);
+    impl Persistable for Tagged {
+        const MANIFEST: &'static str = "Tagged";
+        fn tags(&self) -> Vec<String> {
+            vec!["t".into()]
+        }
+    }
+
+    async fn write(store: &InMemoryStore, seq: u64) {
+        let repr = PersistentRepr::from_event("p", seq, &Tagged(seq), "w").unwrap();
+        store
+            .write_messages(vec![AtomicWrite::new(vec![repr]).unwrap()])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_polled_stream_reads_on_its_interval_not_on_commits() {
+        let store = InMemoryStore::new();
+        write(&store, 1).await;
+        let mut s = events_by_tag_polled(
+            Arc::new(store.clone()),
+            "t",
+            Offset::START,
+            Duration::from_secs(10),
+        );
+        assert_eq!(s.next().await.unwrap().unwrap().event.sequence_nr, 1);
+        // Caught up: it polls, finds nothing and waits (paused, auto-advancing time).
+        let idle = tokio::time::timeout(Duration::from_secs(1), s.next()).await;
+        assert!(idle.is_err(), "nothing to read yet");
+        write(&store, 2).await;
+        // The commit does not wake it...
+        let early = tokio::time::timeout(Duration::from_secs(7), s.next()).await;
+        assert!(early.is_err(), "read before its interval");
+        // ...and the event arrives on the next poll.
+        let env = tokio::time::timeout(Duration::from_secs(3), s.next())
+            .await
+            .expect("read on the interval")
+            .unwrap()
+            .unwrap();
+        assert_eq!(env.event.sequence_nr, 2);
+    }
 }
