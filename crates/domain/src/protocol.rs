@@ -45,13 +45,16 @@ pub enum OrderBookCommand<R> {
         /// Where the confirmation goes.
         reply_to: R,
     },
-    /// Place several orders of one ticker, in this order, stored in one atomic write: how a
-    /// busy sender amortises the journal round trip. Answered with one
-    /// [`OrderBookReply::Batch`] holding each order's answer, in order.
-    PlaceMany {
+    /// Cancel some resting orders, then place some orders, of one ticker and in this order,
+    /// stored in one atomic write: how a busy sender amortises the journal round trip.
+    /// Answered with one [`OrderBookReply::Batch`] holding a [`OrderBookReply::Cancelled`] per
+    /// cancel, then each order's answer, in order.
+    Batch {
         /// The book.
         ticker: Ticker,
-        /// The orders, all for `ticker`.
+        /// Orders to withdraw first (unknown or departed ones answer `NotFound`).
+        cancels: Vec<OrderId>,
+        /// The orders to place, all for `ticker`.
         orders: Vec<Order>,
         /// Where the answers go.
         reply_to: R,
@@ -79,7 +82,7 @@ impl<R> OrderBookCommand<R> {
     pub fn ticker(&self) -> Ticker {
         match self {
             OrderBookCommand::Place { order, .. } => order.ticker,
-            OrderBookCommand::PlaceMany { ticker, .. }
+            OrderBookCommand::Batch { ticker, .. }
             | OrderBookCommand::Cancel { ticker, .. }
             | OrderBookCommand::GetBook { ticker, .. } => *ticker,
         }
@@ -118,7 +121,7 @@ pub enum OrderBookReply {
     },
     /// The whole book.
     Book(BookSnapshot),
-    /// The answers to a [`OrderBookCommand::PlaceMany`], one per order, in order.
+    /// The answers to a [`OrderBookCommand::Batch`]: one per cancel, then one per order, in order.
     Batch(Vec<OrderBookReply>),
 }
 

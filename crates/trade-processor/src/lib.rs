@@ -11,7 +11,7 @@ pub mod journal;
 use cluster_sharding::{RegionError, ShardRegion, ShardingSettings};
 use host::{ServiceNode, Stores};
 
-pub use entity::{OrderBookFactory, OrderBookMsg, ReplyTo};
+pub use entity::{OrderBookFactory, OrderBookMsg, ReplyTo, SnapshotPolicy};
 
 use domain::protocol::{ORDER_BOOK, TRADE_EVENTS_ROLE, TRADE_PROCESSOR_ROLE};
 
@@ -38,13 +38,13 @@ pub async fn proxy(service: &ServiceNode) -> Result<ShardRegion<OrderBookMsg>, R
 pub async fn start(
     service: &ServiceNode,
     stores: &Stores,
-    snapshot_every: Option<u64>,
+    snapshots: SnapshotPolicy,
 ) -> Result<ShardRegion<OrderBookMsg>, RegionError> {
     let factory = OrderBookFactory::new(
         service.node.remoting().clone(),
         service.pubsub.clone(),
         stores.persistence.clone(),
-        snapshot_every,
+        snapshots,
     );
     let region = ShardRegion::start_on_node(sharding_settings(), factory, &service.node).await?;
     service.sharding.insert(TYPE_NAME, region.clone());

@@ -7,6 +7,8 @@
 //! `MONGO_CONNECTION_STR`, `DATA_DIR`). Exit code 0 after a graceful leave, 1 when it could
 //! not start or join, 2 for a configuration error.
 
+use std::time::Duration;
+
 use clap::Parser;
 use host::HostArgs;
 use runtime::ServiceDefaults;
@@ -24,6 +26,9 @@ struct Cli {
     /// Snapshot each order book every this many events (0 = never).
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
     snapshot_every: u64,
+    /// Shortest time between two snapshots of one book, in milliseconds.
+    #[arg(long, env = "SNAPSHOT_MIN_INTERVAL_MS", default_value_t = 1000)]
+    snapshot_min_interval_ms: u64,
 }
 
 #[tokio::main]
@@ -39,8 +44,11 @@ async fn main() {
         .await
         .unwrap_or_else(|e| e.exit());
     let stores = stores.expect("persistent services open a store");
-    let every = (cli.snapshot_every > 0).then_some(cli.snapshot_every);
-    if let Err(e) = trade_processor::start(&service, &stores, every).await {
+    let snapshots = trade_processor::SnapshotPolicy {
+        every: (cli.snapshot_every > 0).then_some(cli.snapshot_every),
+        min_interval: Duration::from_millis(cli.snapshot_min_interval_ms),
+    };
+    if let Err(e) = trade_processor::start(&service, &stores, snapshots).await {
         host::StartFailure::new(format!("cannot start the order books: {e}")).exit();
     }
     std::process::exit(service.run().await);
