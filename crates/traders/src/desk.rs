@@ -7,16 +7,22 @@
 //! addressable across nodes, whatever the number of traders.
 //!
 //! The desk batches: orders for one ticker that arrive within [`FLUSH_INTERVAL`] (or until
-//! [`MAX_BATCH`] of them) go to their book as one `PlaceMany`, which the book stores in one
+//! [`MAX_BATCH`] of them) go to their book as one `Batch`, which the book stores in one
 //! journal write. At the workshop's pace that is one order per message; under load it is what
 //! keeps a book from paying one journal round trip per order.
+//!
+//! The desk also keeps its books tidy, as a real desk withdraws stale quotes: it tracks which
+//! of its orders still rest (confirmed with shares resting, not yet filled to zero on the
+//! `{ticker}-Fill` topic) and, when more than [`DeskArgs::max_resting`] rest in one book,
+//! cancels the oldest in the next batch. Without that, random prices leave about a fifth of
+//! all orders resting forever, and a book (and its snapshots) grows with every order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use cluster_sharding::ShardRegion;
 use domain::protocol::{OrderBookCommand, OrderBookReply};
-use domain::{Fill, Order, OrderId, PlaceOutcome, Ticker};
+use domain::{CancelOutcome, Fill, Order, OrderId, PlaceOutcome, Ticker};
 use hdrhistogram::Histogram;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use runtime::RemoteRef;
@@ -24,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::pending::PendingOrders;
+use crate::resting::RestingOrders;
 
 /// How long an order may wait for others of its ticker before it is sent.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
@@ -79,6 +86,10 @@ pub struct DeskStats {
     pub refused: u64,
     /// Orders waiting for confirmation now.
     pub pending: u64,
+    /// Resting orders this desk cancelled (the book withdrew them).
+    pub cancelled: u64,
+    /// This desk's orders resting in the books now, as far as it knows.
+    pub resting: u64,
     /// Fills of this desk's orders seen on pub-sub.
     pub fills: u64,
     /// Order-to-confirmation latency in the current window, microseconds.
@@ -99,6 +110,8 @@ pub struct DeskArgs {
     pub retry_after: Duration,
     /// Most unconfirmed orders at a time.
     pub max_pending: usize,
+    /// Most of this desk's orders resting in one book; beyond it the oldest are cancelled.
+    pub max_resting: usize,
 }
 
 /// Ids of recent orders, to recognise this desk's fills (bounded).
@@ -121,6 +134,19 @@ impl Recent {
     }
 }
 
+/// What goes to one book at the next flush.
+#[derive(Default)]
+struct Outgoing {
+    cancels: Vec<OrderId>,
+    orders: Vec<Order>,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.cancels.is_empty() && self.orders.is_empty()
+    }
+}
+
 /// The desk actor.
 pub struct Desk;
 
@@ -129,7 +155,8 @@ pub struct DeskState {
     args: DeskArgs,
     pending: PendingOrders,
     recent: Recent,
-    outbox: HashMap<Ticker, Vec<Order>>,
+    outbox: HashMap<Ticker, Outgoing>,
+    resting: RestingOrders,
     confirmed: VecDeque<OrderId>,
     stats: DeskStats,
     latency: Histogram<u64>,
@@ -138,11 +165,11 @@ pub struct DeskState {
 impl DeskState {
     /// Queues an order for its book; a full batch goes at once.
     fn queue(&mut self, order: Order) {
-        let batch = self.outbox.entry(order.ticker).or_default();
-        batch.push(order);
-        if batch.len() >= MAX_BATCH {
-            let batch = std::mem::take(batch);
-            self.send(order.ticker, batch);
+        let out = self.outbox.entry(order.ticker).or_default();
+        out.orders.push(order);
+        if out.orders.len() >= MAX_BATCH {
+            let out = std::mem::take(out);
+            self.send(order.ticker, out);
         }
     }
 
@@ -155,31 +182,33 @@ impl DeskState {
             .map(|(t, _)| *t)
             .collect();
         for t in tickers {
-            let batch = self
+            let out = self
                 .outbox
                 .get_mut(&t)
                 .map(std::mem::take)
                 .unwrap_or_default();
-            self.send(t, batch);
+            self.send(t, out);
         }
     }
 
-    fn send(&self, ticker: Ticker, mut batch: Vec<Order>) {
+    fn send(&self, ticker: Ticker, mut out: Outgoing) {
         let reply_to = self.args.reply_to.clone();
-        let cmd = if batch.len() == 1 {
+        let cmd = if out.orders.len() == 1 && out.cancels.is_empty() {
             OrderBookCommand::Place {
-                order: batch.pop().expect("one order"),
+                order: out.orders.pop().expect("one order"),
                 reply_to,
             }
         } else {
-            OrderBookCommand::PlaceMany {
+            OrderBookCommand::Batch {
                 ticker,
-                orders: batch,
+                cancels: out.cancels,
+                orders: out.orders,
                 reply_to,
             }
         };
         if let Err(e) = self.args.books.tell(ticker.to_string(), cmd) {
-            // Still pending: they go again after the retry timeout.
+            // Orders stay pending and go again after the retry timeout; a lost cancel
+            // leaves an order resting a little longer.
             debug!(error = %e, "orders not sent now");
         }
     }
@@ -188,12 +217,22 @@ impl DeskState {
     fn settle(&mut self, reply: OrderBookReply) {
         match reply {
             OrderBookReply::Confirmed {
-                order_id, outcome, ..
+                ticker,
+                order_id,
+                outcome,
             } => match self.pending.settled(order_id, Instant::now()) {
                 Some(waited) => {
                     self.stats.confirmed += 1;
-                    if outcome == PlaceOutcome::Duplicate {
-                        self.stats.duplicates += 1;
+                    match outcome {
+                        PlaceOutcome::Duplicate => self.stats.duplicates += 1,
+                        PlaceOutcome::Accepted { resting, .. } if resting > 0 => {
+                            let cancels = self.resting.rested(ticker, order_id);
+                            if !cancels.is_empty() {
+                                let out = self.outbox.entry(ticker).or_default();
+                                out.cancels.extend(cancels);
+                            }
+                        }
+                        PlaceOutcome::Accepted { .. } => {}
                     }
                     if self.confirmed.len() == CONFIRMED_KEPT {
                         self.confirmed.pop_front();
@@ -216,7 +255,12 @@ impl DeskState {
                     self.settle(r);
                 }
             }
-            OrderBookReply::Cancelled { .. } | OrderBookReply::Book(_) => {}
+            OrderBookReply::Cancelled { outcome, .. } => {
+                if let CancelOutcome::Cancelled { .. } = outcome {
+                    self.stats.cancelled += 1;
+                }
+            }
+            OrderBookReply::Book(_) => {}
         }
     }
 }
@@ -242,6 +286,7 @@ impl Actor for Desk {
                 capacity: 200_000,
             },
             outbox: HashMap::new(),
+            resting: RestingOrders::new(args.max_resting),
             confirmed: VecDeque::new(),
             stats: DeskStats::default(),
             latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
@@ -270,6 +315,9 @@ impl Actor for Desk {
                 if s.recent.ids.contains(&fill.order_id) {
                     s.stats.fills += 1;
                 }
+                if fill.remaining == 0 {
+                    s.resting.departed(fill.order_id);
+                }
             }
             DeskMsg::Retry => {
                 for order in s.pending.due(Instant::now()) {
@@ -287,6 +335,7 @@ impl Actor for Desk {
             } => {
                 let mut stats = s.stats.clone();
                 stats.pending = s.pending.len() as u64;
+                stats.resting = s.resting.len() as u64;
                 stats.latency_p50_us = s.latency.value_at_quantile(0.5);
                 stats.latency_p99_us = s.latency.value_at_quantile(0.99);
                 stats.latency_samples = s.latency.len();

@@ -3,12 +3,14 @@
 //! the `orderBook` region, and re-send each order until its book confirms it.
 //!
 //! - [`pending`]: the unconfirmed orders and the retry rule (pure);
+//! - [`resting`]: the desk's resting orders and which to cancel (pure);
 //! - [`desk`]: the node's desk: sends orders, takes confirmations, re-sends, counts fills;
 //! - [`trader`]: one bidder or asker;
 //! - [`start`]: all of it on a service node.
 
 pub mod desk;
 pub mod pending;
+pub mod resting;
 pub mod trader;
 
 use std::time::Duration;
@@ -43,6 +45,8 @@ pub struct TradersConfig {
     pub retry_after: Duration,
     /// Most unconfirmed orders at a time on this node.
     pub max_pending: usize,
+    /// Most of this node's orders resting in one book; the oldest beyond it are cancelled.
+    pub max_resting: usize,
     /// Seed of the price ranges, trader counts and orders; `None` draws one.
     pub seed: Option<u64>,
 }
@@ -67,6 +71,7 @@ impl Default for TradersConfig {
             pacing: TradersPacing::Workshop,
             retry_after: Duration::from_secs(3),
             max_pending: 20_000,
+            max_resting: 200,
             seed: None,
         }
     }
@@ -136,6 +141,7 @@ pub async fn start(service: &ServiceNode, config: &TradersConfig) -> Result<Trad
             reply_to,
             retry_after: config.retry_after,
             max_pending: config.max_pending,
+            max_resting: config.max_resting,
         },
     )
     .await?;

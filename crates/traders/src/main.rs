@@ -34,6 +34,9 @@ struct Cli {
     /// Re-send an order unconfirmed for this many milliseconds.
     #[arg(long, env = "RETRY_AFTER_MS", default_value_t = 3000)]
     retry_after_ms: u64,
+    /// Most of this node's orders resting in one book; beyond it the oldest are cancelled.
+    #[arg(long, env = "MAX_RESTING_ORDERS", default_value_t = 200)]
+    max_resting: usize,
 }
 
 #[tokio::main]
@@ -59,6 +62,7 @@ async fn main() {
             None => TradersPacing::Workshop,
         },
         retry_after: Duration::from_millis(cli.retry_after_ms.max(1)),
+        max_resting: cli.max_resting,
         ..TradersConfig::default()
     };
     if let Err(e) = traders::start(&service, &config).await {
