@@ -21,7 +21,8 @@ use domain::{BookEvent, Match, PricingConfig, Ticker};
 use futures::StreamExt;
 use host::Stores;
 use persistence::{
-    Offset, Persistable, SnapshotData, SnapshotMetadata, SnapshotSelectionCriteria, events_by_tag,
+    Offset, Persistable, SnapshotData, SnapshotMetadata, SnapshotSelectionCriteria,
+    events_by_tag_polled,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use runtime::Remoting;
@@ -117,6 +118,11 @@ fn wrap(message: PriceMsg) -> EntityMsg<PriceMsg> {
     }
 }
 
+/// How often a caught-up journal stream reads again. Matches come sooner on pub-sub; the
+/// journal only has to make sure none is missed, and polling (rather than waking on every
+/// commit) keeps 28 streams from querying the journal after each of thousands of commits.
+const JOURNAL_POLL: Duration = Duration::from_millis(250);
+
 /// Reads `{ticker}-Match` from the journal after `offset`, forever, handing each event to
 /// the aggregator; resumes after errors from the last offset it handed over.
 fn spawn_stream(
@@ -129,7 +135,8 @@ fn spawn_stream(
     let tag = BookEvent::kind_tag(ticker, "Match");
     tokio::spawn(async move {
         loop {
-            let mut stream = events_by_tag(query.clone(), tag.clone(), Offset(offset));
+            let mut stream =
+                events_by_tag_polled(query.clone(), tag.clone(), Offset(offset), JOURNAL_POLL);
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(env) => {

@@ -32,8 +32,10 @@ pub struct SandboxConfig {
     pub publish_interval: Duration,
     /// Dashboard port (0 = any free port).
     pub http_port: u16,
-    /// Snapshot every this many events per order book.
-    pub snapshot_every: Option<u64>,
+    /// When order books snapshot.
+    pub snapshots: trade_processor::SnapshotPolicy,
+    /// Most of the traders' orders resting in one book; the oldest beyond it are cancelled.
+    pub max_resting: usize,
     /// Sync every SQLite commit to disk (else the WAL reaches the disk in its own time: a
     /// crash of the process loses nothing, a power cut may lose the last commits).
     pub sync_full: bool,
@@ -106,7 +108,7 @@ impl Sandbox {
                 .await
                 .context("starting a trade-processor")?;
             regions.push(
-                trade_processor::start(&node, &stores, config.snapshot_every)
+                trade_processor::start(&node, &stores, config.snapshots)
                     .await
                     .context("starting the order books")?,
             );
@@ -139,6 +141,7 @@ impl Sandbox {
                     &traders::TradersConfig {
                         tickers: config.tickers.clone(),
                         pacing,
+                        max_resting: config.max_resting,
                         ..Default::default()
                     },
                 )

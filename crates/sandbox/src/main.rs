@@ -40,6 +40,12 @@ struct Cli {
     /// Snapshot each order book every this many events (0 = never).
     #[arg(long, default_value_t = 100)]
     snapshot_every: u64,
+    /// Shortest time between two snapshots of one book, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_min_interval_ms: u64,
+    /// Most of the traders' orders resting in one book; the oldest beyond it are cancelled.
+    #[arg(long, default_value_t = 200)]
+    max_resting: usize,
     /// SQLite durability: `full` syncs every commit, `normal` (the sandbox default) survives
     /// a crash of the process but not a power cut.
     #[arg(long, env = "SQLITE_SYNC", default_value = "normal", value_parser = ["full", "normal"])]
@@ -77,8 +83,12 @@ async fn main() -> anyhow::Result<()> {
         pacing: Some(pacing),
         publish_interval,
         http_port: if bench.is_some() { 0 } else { cli.http_port },
-        snapshot_every: (cli.snapshot_every > 0).then_some(cli.snapshot_every),
+        snapshots: trade_processor::SnapshotPolicy {
+            every: (cli.snapshot_every > 0).then_some(cli.snapshot_every),
+            min_interval: Duration::from_millis(cli.snapshot_min_interval_ms),
+        },
         sync_full: cli.sqlite_sync == "full",
+        max_resting: cli.max_resting,
     })
     .await?;
 

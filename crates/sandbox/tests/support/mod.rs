@@ -22,7 +22,9 @@ pub fn config(dir: &std::path::Path, pacing: Option<traders::TradersPacing>) -> 
         pacing,
         publish_interval: Duration::from_millis(100),
         http_port: 0,
-        snapshot_every: Some(100),
+        snapshots: trade_processor::SnapshotPolicy::default(),
+        // Small, so that the traders cancel orders during a test and books stay bounded.
+        max_resting: 10,
         sync_full: true,
     }
 }
