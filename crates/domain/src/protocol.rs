@@ -125,6 +125,19 @@ pub enum OrderBookReply {
     Batch(Vec<OrderBookReply>),
 }
 
+impl OrderBookReply {
+    /// The book that answered (`None` for an empty batch).
+    pub fn ticker(&self) -> Option<Ticker> {
+        match self {
+            OrderBookReply::Confirmed { ticker, .. }
+            | OrderBookReply::Rejected { ticker, .. }
+            | OrderBookReply::Cancelled { ticker, .. } => Some(*ticker),
+            OrderBookReply::Book(snapshot) => Some(snapshot.ticker),
+            OrderBookReply::Batch(replies) => replies.first().and_then(OrderBookReply::ticker),
+        }
+    }
+}
+
 /// A command to the price aggregator of one ticker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PriceCommand<R> {

@@ -3,6 +3,7 @@
 //! prints throughput and latencies instead.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -152,6 +153,9 @@ async fn run_bench(sandbox: &Sandbox, secs: Duration) -> anyhow::Result<()> {
         .as_ref()
         .context("the bench needs traders")?;
     let before = traders.stats(true).await.context("desk stats")?;
+    let journal = sandbox.stores.persistence.writer().stats();
+    let commits_before = journal.batches.load(Ordering::Relaxed);
+    let events_before = journal.events.load(Ordering::Relaxed);
     let start = Instant::now();
     while start.elapsed() < secs {
         if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) =
@@ -168,6 +172,8 @@ async fn run_bench(sandbox: &Sandbox, secs: Duration) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let after = traders.stats(false).await.context("desk stats")?;
+    let commits = journal.batches.load(Ordering::Relaxed) - commits_before;
+    let events = journal.events.load(Ordering::Relaxed) - events_before;
     let confirmed = after.confirmed - before.confirmed;
     println!(
         "bench: {:.0} s: {:.0} confirmed orders/s (placed {:.0}/s, re-sent {}, refused {}, rejected {}, unconfirmed now {})",
@@ -190,6 +196,14 @@ async fn run_bench(sandbox: &Sandbox, secs: Duration) -> anyhow::Result<()> {
         push.value_at_quantile(0.5) as f64 / 1000.0,
         push.value_at_quantile(0.99) as f64 / 1000.0,
         push.len()
+    );
+    println!(
+        "bench: journal {:.0} events/s in {:.0} commits/s ({:.0} events per commit); orders cancelled {}, resting now {}",
+        events as f64 / elapsed,
+        commits as f64 / elapsed,
+        events as f64 / commits.max(1) as f64,
+        after.cancelled - before.cancelled,
+        after.resting,
     );
     Ok(())
 }

@@ -6,10 +6,13 @@
 //! One desk per node, not one registered actor per trader: only a handful of actors are
 //! addressable across nodes, whatever the number of traders.
 //!
-//! The desk batches: orders for one ticker that arrive within [`FLUSH_INTERVAL`] (or until
-//! [`MAX_BATCH`] of them) go to their book as one `Batch`, which the book stores in one
-//! journal write. At the workshop's pace that is one order per message; under load it is what
-//! keeps a book from paying one journal round trip per order.
+//! The desk batches, the way group commit does: it keeps at most one batch per book in flight,
+//! and the orders for that book that arrive meanwhile go together, as one `Batch`, as soon as
+//! the book answers (or after [`FLUSH_INTERVAL`] when nothing is in flight, or once
+//! [`MAX_BATCH`] of them wait). The book stores a batch in one journal write. At the workshop's
+//! pace that is one order per message and no waiting; under load a batch holds whatever came
+//! during one round trip, so a book pays one journal round trip per batch, not per order, and
+//! batches grow with the load instead of queueing up in the book's mailbox.
 //!
 //! The desk also keeps its books tidy, as a real desk withdraws stale quotes: it tracks which
 //! of its orders still rest (confirmed with shares resting, not yet filled to zero on the
@@ -34,8 +37,12 @@ use crate::resting::RestingOrders;
 
 /// How long an order may wait for others of its ticker before it is sent.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
-/// Most orders in one `PlaceMany`.
-pub const MAX_BATCH: usize = 200;
+/// Most orders in one `Batch`; a full one goes even while another is in flight.
+pub const MAX_BATCH: usize = 500;
+
+/// How long a batch counts as in flight without an answer (the book may be gone; its orders
+/// are re-sent on their own timeout anyway).
+pub const IN_FLIGHT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Confirmed order ids kept for [`DeskMsg::Confirmed`].
 const CONFIRMED_KEPT: usize = 100_000;
@@ -156,6 +163,8 @@ pub struct DeskState {
     pending: PendingOrders,
     recent: Recent,
     outbox: HashMap<Ticker, Outgoing>,
+    /// When the batch in flight to each book was sent.
+    in_flight: HashMap<Ticker, Instant>,
     resting: RestingOrders,
     confirmed: VecDeque<OrderId>,
     stats: DeskStats,
@@ -168,30 +177,48 @@ impl DeskState {
         let out = self.outbox.entry(order.ticker).or_default();
         out.orders.push(order);
         if out.orders.len() >= MAX_BATCH {
-            let out = std::mem::take(out);
-            self.send(order.ticker, out);
+            self.send_now(order.ticker);
         }
     }
 
-    /// Sends everything queued.
+    /// Sends what waits for every book that has no batch in flight.
     fn flush(&mut self) {
-        let tickers: Vec<Ticker> = self
+        let now = Instant::now();
+        let ready: Vec<Ticker> = self
             .outbox
             .iter()
-            .filter(|(_, b)| !b.is_empty())
+            .filter(|(t, out)| {
+                !out.is_empty()
+                    && self
+                        .in_flight
+                        .get(t)
+                        .is_none_or(|sent| now.duration_since(*sent) >= IN_FLIGHT_TIMEOUT)
+            })
             .map(|(t, _)| *t)
             .collect();
-        for t in tickers {
-            let out = self
-                .outbox
-                .get_mut(&t)
-                .map(std::mem::take)
-                .unwrap_or_default();
-            self.send(t, out);
+        for t in ready {
+            self.send_now(t);
         }
     }
 
-    fn send(&self, ticker: Ticker, mut out: Outgoing) {
+    /// A book answered: its next batch may go, and goes at once if one waits.
+    fn answered(&mut self, ticker: Ticker) {
+        if self.in_flight.remove(&ticker).is_some()
+            && self.outbox.get(&ticker).is_some_and(|out| !out.is_empty())
+        {
+            self.send_now(ticker);
+        }
+    }
+
+    /// Sends what waits for `ticker`'s book, as one message.
+    fn send_now(&mut self, ticker: Ticker) {
+        let Some(mut out) = self.outbox.get_mut(&ticker).map(std::mem::take) else {
+            return;
+        };
+        if out.is_empty() {
+            return;
+        }
+        self.in_flight.insert(ticker, Instant::now());
         let reply_to = self.args.reply_to.clone();
         let cmd = if out.orders.len() == 1 && out.cancels.is_empty() {
             OrderBookCommand::Place {
@@ -286,6 +313,7 @@ impl Actor for Desk {
                 capacity: 200_000,
             },
             outbox: HashMap::new(),
+            in_flight: HashMap::new(),
             resting: RestingOrders::new(args.max_resting),
             confirmed: VecDeque::new(),
             stats: DeskStats::default(),
@@ -310,7 +338,13 @@ impl Actor for Desk {
                     s.stats.refused += 1;
                 }
             }
-            DeskMsg::Reply(reply) => s.settle(reply),
+            DeskMsg::Reply(reply) => {
+                let ticker = reply.ticker();
+                s.settle(reply);
+                if let Some(t) = ticker {
+                    s.answered(t);
+                }
+            }
             DeskMsg::Fill(fill) => {
                 if s.recent.ids.contains(&fill.order_id) {
                     s.stats.fills += 1;
