@@ -172,12 +172,14 @@ pub struct PriceHistory {
 pub mod topics {
     use crate::ticker::Ticker;
 
-    /// Fills of `ticker`'s orders: `MSFT-Fill`.
+    /// Fills of `ticker`'s orders: `MSFT-Fill`. Each message is a `Vec<Fill>`: the fills of
+    /// one journal write, in order.
     pub fn fills(ticker: Ticker) -> String {
         format!("{ticker}-Fill")
     }
 
-    /// Matches of `ticker`: `MSFT-Match`.
+    /// Matches of `ticker`: `MSFT-Match`. Each message is a `Vec<Match>`: the matches of one
+    /// journal write, in trade-id order.
     pub fn matches(ticker: Ticker) -> String {
         format!("{ticker}-Match")
     }

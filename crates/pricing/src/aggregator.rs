@@ -37,16 +37,11 @@ use crate::projection::{Applied, PriceProjection};
 pub enum PriceMsg {
     /// Start (or keep) running; pricing nodes send it to every ticker.
     Wake,
-    /// A match published on `{ticker}-Match`.
-    Published(Match),
-    /// An event of the `{ticker}-Match` tag read from the journal at `offset` (`None` when
-    /// it is not a match of this ticker).
-    Journaled {
-        /// The match.
-        trade: Option<Match>,
-        /// Its journal offset.
-        offset: u64,
-    },
+    /// The matches of one journal write, published on `{ticker}-Match`.
+    Published(Vec<Match>),
+    /// Events of the `{ticker}-Match` tag read from the journal, in order: each with its
+    /// offset, and the match (`None` when it is not a match of this ticker).
+    Journaled(Vec<(Option<Match>, u64)>),
     /// Publish and checkpoint when due.
     Tick,
     /// A client asks for the price history.
@@ -123,6 +118,9 @@ fn wrap(message: PriceMsg) -> EntityMsg<PriceMsg> {
 /// commit) keeps 28 streams from querying the journal after each of thousands of commits.
 const JOURNAL_POLL: Duration = Duration::from_millis(250);
 
+/// Most journal events handed to the aggregator in one message.
+const JOURNAL_CHUNK: usize = 512;
+
 /// Reads `{ticker}-Match` from the journal after `offset`, forever, handing each event to
 /// the aggregator; resumes after errors from the last offset it handed over.
 fn spawn_stream(
@@ -136,30 +134,37 @@ fn spawn_stream(
     tokio::spawn(async move {
         loop {
             let mut stream =
-                events_by_tag_polled(query.clone(), tag.clone(), Offset(offset), JOURNAL_POLL);
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(env) => {
-                        offset = env.offset.value();
-                        let trade = match env.event.decode::<Journaled>() {
-                            Ok(Journaled(BookEvent::Match(m))) if m.ticker == ticker => Some(m),
-                            Ok(_) => None,
-                            Err(e) => {
-                                warn!(%ticker, offset, error = %e, "undecodable journal event skipped");
-                                None
-                            }
-                        };
-                        if me
-                            .cast(wrap(PriceMsg::Journaled { trade, offset }))
-                            .is_err()
-                        {
-                            return;
+                events_by_tag_polled(query.clone(), tag.clone(), Offset(offset), JOURNAL_POLL)
+                    .ready_chunks(JOURNAL_CHUNK);
+            'read: while let Some(items) = stream.next().await {
+                let mut batch = Vec::with_capacity(items.len());
+                let mut failed = None;
+                for item in items {
+                    match item {
+                        Ok(env) => {
+                            offset = env.offset.value();
+                            let trade = match env.event.decode::<Journaled>() {
+                                Ok(Journaled(BookEvent::Match(m))) if m.ticker == ticker => Some(m),
+                                Ok(_) => None,
+                                Err(e) => {
+                                    warn!(%ticker, offset, error = %e, "undecodable journal event skipped");
+                                    None
+                                }
+                            };
+                            batch.push((trade, offset));
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
                         }
                     }
-                    Err(e) => {
-                        warn!(%ticker, error = %e, "events-by-tag stream failed; resuming");
-                        break;
-                    }
+                }
+                if !batch.is_empty() && me.cast(wrap(PriceMsg::Journaled(batch))).is_err() {
+                    return;
+                }
+                if let Some(e) = failed {
+                    warn!(%ticker, error = %e, "events-by-tag stream failed; resuming");
+                    break 'read;
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -257,7 +262,8 @@ impl Actor for PriceAggregator {
         );
         args.pubsub
             .subscribe_with(&topics::matches(args.ticker), None, myself.clone(), |d| {
-                d.decode::<Match>().map(|m| wrap(PriceMsg::Published(m)))
+                d.decode::<Vec<Match>>()
+                    .map(|m| wrap(PriceMsg::Published(m)))
             })
             .await
             .map_err(|e| format!("cannot subscribe to matches: {e}"))?;
@@ -289,19 +295,28 @@ impl Actor for PriceAggregator {
     ) -> Result<(), ActorProcessingErr> {
         match msg.message {
             PriceMsg::Wake => {}
-            PriceMsg::Published(m) => {
-                if let Applied::Ahead { expected } = s.projection.apply_published(&m) {
-                    debug!(ticker = %m.ticker, expected, got = m.trade_id, "match ahead; the journal fills the gap");
-                }
-            }
-            PriceMsg::Journaled { trade, offset } => match trade {
-                Some(m) => {
-                    if let Applied::Ahead { expected } = s.projection.apply_journaled(&m, offset) {
-                        warn!(ticker = %m.ticker, expected, got = m.trade_id, "the journal skips a trade id");
+            PriceMsg::Published(matches) => {
+                for m in matches {
+                    if let Applied::Ahead { expected } = s.projection.apply_published(&m) {
+                        debug!(ticker = %m.ticker, expected, got = m.trade_id, "match ahead; the journal fills the gap");
+                        break;
                     }
                 }
-                None => s.projection.skip_journaled(offset),
-            },
+            }
+            PriceMsg::Journaled(events) => {
+                for (trade, offset) in events {
+                    match trade {
+                        Some(m) => {
+                            if let Applied::Ahead { expected } =
+                                s.projection.apply_journaled(&m, offset)
+                            {
+                                warn!(ticker = %m.ticker, expected, got = m.trade_id, "the journal skips a trade id");
+                            }
+                        }
+                        None => s.projection.skip_journaled(offset),
+                    }
+                }
+            }
             PriceMsg::Tick => {
                 s.publish();
                 if s.last_checkpoint.elapsed() >= s.args.settings.checkpoint_interval {

@@ -42,7 +42,7 @@ struct Cli {
     #[arg(long, default_value_t = 100)]
     snapshot_every: u64,
     /// Shortest time between two snapshots of one book, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 5000)]
     snapshot_min_interval_ms: u64,
     /// Most of the traders' orders resting in one book; the oldest beyond it are cancelled.
     #[arg(long, default_value_t = 200)]

@@ -4,7 +4,7 @@
 //! For each order it *decides* the events without touching its state
 //! ([`domain::OrderBook::decide_place`]), persists them as one atomic write (the order, its
 //! fills and its matches together), *applies* them, and only then confirms to the trader and
-//! publishes fills and matches on pub-sub (`MSFT-Fill`, `MSFT-Match`). A desk's `Batch`
+//! publishes fills and matches on pub-sub (`MSFT-Fill`, `MSFT-Match`, one list per write). A desk's `Batch`
 //! (cancels, then orders) is applied to the book one by one, since its orders trade with each
 //! other, and stored as one write ([`EntityContext::persist_applied`]): that is how a busy
 //! desk gets past one journal round trip per order. A write that fails stops the entity,
@@ -66,17 +66,28 @@ impl OrderBookBehavior {
         }
     }
 
+    /// Publishes the fills and the matches of one write, each as one message (a list).
     fn publish(&self, events: &[BookEvent], trace: Option<&str>) {
+        let mut fills = Vec::new();
+        let mut matches = Vec::new();
         for e in events {
-            let sent = match e {
-                BookEvent::Fill(f) => self.pubsub.publish_traced(&self.fill_topic, f, trace),
-                BookEvent::Match(m) => self.pubsub.publish_traced(&self.match_topic, m, trace),
-                _ => continue,
-            };
-            if let Err(e) = sent {
-                // Pub-sub is the fast path only; pricing catches up from the journal.
-                debug!(ticker = %self.ticker, error = %e, "publish failed");
+            match e {
+                BookEvent::Fill(f) => fills.push(*f),
+                BookEvent::Match(m) => matches.push(*m),
+                _ => {}
             }
+        }
+        let sent = [
+            (!fills.is_empty())
+                .then(|| self.pubsub.publish_traced(&self.fill_topic, &fills, trace)),
+            (!matches.is_empty()).then(|| {
+                self.pubsub
+                    .publish_traced(&self.match_topic, &matches, trace)
+            }),
+        ];
+        for e in sent.into_iter().flatten().filter_map(Result::err) {
+            // Pub-sub is the fast path only; pricing catches up from the journal.
+            debug!(ticker = %self.ticker, error = %e, "publish failed");
         }
     }
 
@@ -256,11 +267,12 @@ impl OrderBookFactory {
 /// When an order book snapshots its whole state.
 ///
 /// Every [`SnapshotPolicy::every`] events (the workshop's 100), but not more often than
-/// [`SnapshotPolicy::min_interval`] (1 s by default). At the workshop's pace the count decides
+/// [`SnapshotPolicy::min_interval`] (5 s by default). At the workshop's pace the count decides
 /// and the interval never matters. Under load a book writes thousands of events a second and
 /// its snapshot carries the 10,000-id duplicate window, so snapshots by count alone would
 /// outweigh the events themselves; the interval bounds that cost, and recovery still replays
-/// no more than about one second of events past the latest snapshot.
+/// no more than about five seconds of events past the latest snapshot (at 20,000 orders/s
+/// over 28 books, some 12,000 events per book, read back in tens of milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotPolicy {
     /// Snapshot each time this many more events are stored (`None` = never).
@@ -273,7 +285,7 @@ impl Default for SnapshotPolicy {
     fn default() -> Self {
         SnapshotPolicy {
             every: Some(100),
-            min_interval: Duration::from_secs(1),
+            min_interval: Duration::from_secs(5),
         }
     }
 }

@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
     snapshot_every: u64,
     /// Shortest time between two snapshots of one book, in milliseconds.
-    #[arg(long, env = "SNAPSHOT_MIN_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "SNAPSHOT_MIN_INTERVAL_MS", default_value_t = 5000)]
     snapshot_min_interval_ms: u64,
 }
 

@@ -59,8 +59,8 @@ pub enum DeskMsg {
     Submit(Order),
     /// An order book's answer.
     Reply(OrderBookReply),
-    /// A fill published by an order book.
-    Fill(Fill),
+    /// The fills of one journal write, published by an order book.
+    Fills(Vec<Fill>),
     /// Time to re-send what is overdue.
     Retry,
     /// Time to send what waits in the outbox.
@@ -345,12 +345,14 @@ impl Actor for Desk {
                     s.answered(t);
                 }
             }
-            DeskMsg::Fill(fill) => {
-                if s.recent.ids.contains(&fill.order_id) {
-                    s.stats.fills += 1;
-                }
-                if fill.remaining == 0 {
-                    s.resting.departed(fill.order_id);
+            DeskMsg::Fills(fills) => {
+                for fill in fills {
+                    if s.recent.ids.contains(&fill.order_id) {
+                        s.stats.fills += 1;
+                    }
+                    if fill.remaining == 0 {
+                        s.resting.departed(fill.order_id);
+                    }
                 }
             }
             DeskMsg::Retry => {

@@ -153,7 +153,7 @@ pub async fn start(service: &ServiceNode, config: &TradersConfig) -> Result<Trad
         service
             .pubsub
             .subscribe_with(&topics::fills(ticker), None, desk.clone(), |d| {
-                d.decode::<domain::Fill>().map(DeskMsg::Fill)
+                d.decode::<Vec<domain::Fill>>().map(DeskMsg::Fills)
             })
             .await
             .map_err(|e| StartError::PubSub(e.to_string()))?;
