@@ -458,13 +458,26 @@ impl State {
                 continue;
             }
             self.remoting.quarantine(t);
-            // stop the link a little later, so the last gossip still reaches the member
+            // Stop the link a little later, so the last gossip still reaches the member;
+            // but not when a new incarnation at the same address is a member by then: the
+            // link (one per address) is now its link, and senders that resolved it (shard
+            // regions, the coordinator) would be left with a closed one.
             let remoting = self.remoting.clone();
             let addr = t.address.clone();
+            let old_uid = t.uid;
+            let members = self.snapshot.subscribe();
             let delay = self.cfg.gossip_interval * 3;
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                remoting.forget_peer(&addr);
+                let node = addr.to_string();
+                let replaced = members
+                    .borrow()
+                    .members
+                    .iter()
+                    .any(|m| m.node == node && m.uid != old_uid);
+                if !replaced {
+                    remoting.forget_peer(&addr);
+                }
             });
         }
         self.publish(events);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use runtime::membership::MemberStatus;
-use runtime::{ClusterEvent, Node, NodeAddress};
+use runtime::{ClusterEvent, Node, NodeAddress, RemoteRef};
 use support::proxy::{Proxy, partition};
 use support::{TICK, all_up, start, start_with, wait_all, with_status};
 use tokio::sync::mpsc;
@@ -187,6 +187,86 @@ async fn a_restarted_node_at_the_same_address_replaces_its_old_incarnation() {
     assert!(wait_all(&[&seed, &b2], Duration::from_secs(10), |v| all_up(v, 2)).await);
     let st = seed.cluster().state();
     assert!(st.members.iter().all(|m| m.uid != old_uid));
+}
+
+/// Forwards the strings it receives to the test.
+struct Probe;
+
+impl Actor for Probe {
+    type Msg = String;
+    type State = mpsc::UnboundedSender<String>;
+    type Arguments = mpsc::UnboundedSender<String>;
+    async fn pre_start(
+        &self,
+        _me: ActorRef<String>,
+        a: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(a)
+    }
+    async fn handle(
+        &self,
+        _me: ActorRef<String>,
+        m: String,
+        s: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = s.send(m);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_to_a_new_incarnation_survives_the_removal_of_the_old_one() {
+    // A node killed and restarted at its address (a StatefulSet pod, a process restarted
+    // by hand): removing the old incarnation must not stop the link that now serves the
+    // new one, which shard regions resolved and keep using.
+    let seed = start(&[], &[]).await;
+    let s = [addr(&seed)];
+    let b = start(&s, &[]).await;
+    assert!(wait_all(&[&seed, &b], Duration::from_secs(10), |v| all_up(v, 2)).await);
+    let port = addr(&b).port;
+    let old_uid = b.address().uid;
+    b.halt().await;
+    tokio::time::sleep(TICK * 2).await;
+    let b2 = start_with(&s, |c| c.remoting.port = port).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (probe, _) = Actor::spawn(None, Probe, tx).await.unwrap();
+    b2.remoting().register("probe", probe);
+    let new_uid = b2.address().uid;
+    assert!(
+        seed.cluster()
+            .wait_until(
+                |v| v.members.iter().any(|m| m.uid == new_uid),
+                Duration::from_secs(10)
+            )
+            .await
+    );
+    // Resolved while the old incarnation is still a member, as a region resolves the
+    // coordinator when the new incarnation becomes the oldest.
+    let link = seed
+        .remoting()
+        .resolve(&RemoteRef::<String>::new(addr(&b2), "probe"));
+    link.tell(&"before".to_string(), None).await.unwrap();
+    assert!(wait_all(&[&seed, &b2], Duration::from_secs(10), |v| all_up(v, 2)).await);
+    assert!(
+        seed.cluster()
+            .state()
+            .members
+            .iter()
+            .all(|m| m.uid != old_uid)
+    );
+    // Past the delay after which the link of a removed member is stopped.
+    tokio::time::sleep(TICK * 10).await;
+    link.tell(&"after".to_string(), None)
+        .await
+        .expect("the link to the new incarnation still works");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(m)) => got.push(m),
+            _ => break,
+        }
+    }
+    assert_eq!(got, ["before", "after"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
