@@ -1,0 +1,270 @@
+//! End-to-end tests with real `trade-processor` processes (issue 6).
+//!
+//! Two `trade-processor` binaries host the sharded order books; the rest of the cluster runs
+//! in this process through the libraries: a seed node playing lighthouse, traders in load
+//! mode and pricing. The trade-processors are `kill -9`ed and restarted (same addresses,
+//! same data), and the tests prove that:
+//!
+//! - traders' orders lead to matches in the journal, and pricing turns every match into a
+//!   price (its checkpoint has applied every trade id of every book, through the journal);
+//! - killed while traders are sending, no order a trader considers confirmed is missing from
+//!   the journal, and no order is placed twice (re-sends of orders a book already took are
+//!   recognised after recovery);
+//! - after the restart trading resumes (new confirmations);
+//! - once trading stops, the books answered through sharding equal the books rebuilt from the
+//!   journal alone, and after a second `kill -9` and restart they are exactly the same: the
+//!   same resting orders with the same remaining quantities in the same order of arrival,
+//!   trade count and duplicate window (compared as `BookSnapshot`s).
+//!
+//! The first test runs on the embedded SQLite journal (one file shared by every process), the
+//! second on MongoDB: `MONGO_CONNECTION_STR` when set (scripts/test.sh starts SecantusDB),
+//! else a SecantusDB of its own (refused under CI), with a database of its own per run.
+//!
+//! Known limit, measured here: on MongoDB a process killed in the middle of a journal write
+//! leaves its transaction open on the server for `transactionLifetimeLimitSeconds` (60 s), and
+//! the book it was writing confirms nothing until then (its next write conflicts with it), so
+//! that test allows 60 s more after the first kill and then takes about 75 s instead of 12.
+//!
+//! Children log warnings to a temporary folder (the last lines are in failure messages);
+//! `RUST_LOG` sets the level for them and for the in-process nodes.
+
+mod support;
+
+#[path = "../../persistence-mongodb/tests/common/mod.rs"]
+mod mongo;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use domain::Ticker;
+use support::{Backend, Cluster, Setup, book_difference, eventually, with_database};
+
+/// Orders confirmed before the first kill, at least.
+const WARM_UP_ORDERS: u64 = 300;
+/// New confirmations that show trading resumed after the restart.
+const RESUMED_ORDERS: u64 = 200;
+
+struct Scenario {
+    setup: Setup,
+    label: &'static str,
+    /// Seconds added to the deadlines after the kill during trading: how long the backend
+    /// may keep a killed writer's write in the way (see the MongoDB test).
+    write_held_after_kill: u64,
+}
+
+/// Prints how long each phase took (shown by `--nocapture`, or by nextest on failure).
+struct Phases {
+    start: Instant,
+    label: &'static str,
+}
+
+impl Phases {
+    fn done(&self, what: &str) {
+        eprintln!(
+            "[{}] {:>6.1} s  {what}",
+            self.label,
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+async fn kill_restart_and_compare(scenario: Scenario) {
+    let phases = Phases {
+        start: Instant::now(),
+        label: scenario.label,
+    };
+    let mut c = Cluster::start(scenario.setup).await;
+    phases.done("cluster Up: seed, 2 trade-processor processes, pricing, traders");
+
+    // Orders flow until every book has matches in the journal.
+    let warm = eventually(
+        60,
+        "confirmed orders and matches in every book",
+        || c.context(),
+        || async {
+            let s = c.stats().await;
+            if s.confirmed < WARM_UP_ORDERS {
+                return None;
+            }
+            let journal = c.journal().await;
+            journal.values().all(|(b, _)| b.trades() > 0).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(warm.rejected, 0, "the books rejected orders: {warm:?}");
+    phases.done(&format!(
+        "{} orders confirmed, matches in every book",
+        warm.confirmed
+    ));
+
+    // (a) kill -9 both trade-processors while the traders keep sending, at a moment when
+    // orders are on their way (sent and not yet confirmed), if one comes within 5 s.
+    let in_flight = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let s = c.stats().await;
+            if s.pending > 0 {
+                return s.pending;
+            }
+        }
+    })
+    .await
+    .unwrap_or(0);
+    let old = c.kill_trade_processors();
+    let at_kill = c.stats().await;
+    let checked = c
+        .assert_confirmed_orders_journaled("right after the first kill -9")
+        .await;
+    phases.done(&format!(
+        "kill -9 both ({in_flight} orders unconfirmed just before); all {checked} confirmed orders are in the journal"
+    ));
+    c.restart_trade_processors(&old).await;
+    phases.done("both restarted and Up");
+    let restarted = Instant::now();
+    let resumed = eventually(
+        60 + scenario.write_held_after_kill,
+        "new confirmations after the restart",
+        || c.context(),
+        || async {
+            let s = c.stats().await;
+            (s.confirmed >= at_kill.confirmed + RESUMED_ORDERS).then_some(s)
+        },
+    )
+    .await;
+    phases.done(&format!(
+        "trading resumed {:.1} s after the restart: {} confirmed ({} re-sent, {} confirmed again as duplicates)",
+        restarted.elapsed().as_secs_f64(),
+        resumed.confirmed,
+        resumed.resent,
+        resumed.duplicates
+    ));
+
+    // (b) Stop trading and let every order be confirmed.
+    c.traders.stop_trading();
+    let stats = c
+        .wait_nothing_pending(60 + scenario.write_held_after_kill)
+        .await;
+    assert_eq!(stats.rejected, 0, "the books rejected orders: {stats:?}");
+    let checked = c
+        .assert_confirmed_orders_journaled("after trading stopped")
+        .await;
+    assert_eq!(
+        checked as u64, stats.confirmed,
+        "the desk lists every confirmed order"
+    );
+    phases.done(&format!(
+        "trading stopped; all {checked} confirmed orders are in the journal"
+    ));
+
+    // The live books are what the journal says they are.
+    let journal = c.journal().await;
+    let before = c.live_books().await;
+    let mut resting = 0;
+    for (t, live) in &before {
+        let from_journal = journal[t].0.snapshot();
+        if let Some(d) = book_difference(live, &from_journal) {
+            panic!("{t}: the live book (left) differs from its journal (right): {d}");
+        }
+        assert!(live.trades > 0, "{t}: no match");
+        resting += live.bids.len() + live.asks.len();
+    }
+    phases.done(&format!(
+        "{} live books equal their journal ({resting} resting orders)",
+        before.len()
+    ));
+
+    // Every match reached pricing: each aggregator's checkpoint has applied every trade id,
+    // and its journal stream has advanced.
+    let trades: HashMap<Ticker, u64> = before.iter().map(|(t, b)| (*t, b.trades)).collect();
+    for (&t, &n) in &trades {
+        eventually(
+            60,
+            &format!("pricing of {t} to apply all {n} matches"),
+            || c.context(),
+            || async {
+                let p = c.price_checkpoint(t).await?;
+                let price = p.aggregate().current()?;
+                (p.last_trade_id() == n && p.offset() > 0 && price.price > 0.0).then_some(())
+            },
+        )
+        .await;
+    }
+    phases.done("pricing has a price from every match of every ticker");
+
+    // kill -9 again, restart, and the books are exactly as they were.
+    let old = c.kill_trade_processors();
+    c.restart_trade_processors(&old).await;
+    phases.done("second kill -9; both restarted and Up");
+    let after = c.live_books().await;
+    for ((t, b), (_, a)) in before.iter().zip(&after) {
+        if let Some(d) = book_difference(b, a) {
+            panic!(
+                "{t}: the book before the kill (left) differs from the recovered one (right): {d}"
+            );
+        }
+    }
+    phases.done("every recovered book equals its snapshot from before the kill");
+    c.shutdown().await;
+}
+
+fn tickers(list: &str) -> Vec<Ticker> {
+    Ticker::parse_list(list).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_books_survive_kill_9_of_both_trade_processors() {
+    let data = tempfile::Builder::new()
+        .prefix("trade-processor-e2e")
+        .tempdir()
+        .unwrap();
+    kill_restart_and_compare(Scenario {
+        setup: Setup {
+            backend: Backend::Sqlite(data.path().to_path_buf()),
+            tickers: tickers("MSFT,AAPL,GOOG,TSLA"),
+            orders_per_second: 300,
+        },
+        label: "sqlite",
+        write_held_after_kill: 0,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mongodb_books_survive_kill_9_of_both_trade_processors() {
+    let server = tokio::task::spawn_blocking(mongo::connection_string)
+        .await
+        .unwrap();
+    let uri = with_database(&server, &mongo::unique_db("trade_processor_e2e"));
+    kill_restart_and_compare(Scenario {
+        setup: Setup {
+            backend: Backend::Mongo(uri),
+            tickers: tickers("MSFT,AMZN"),
+            orders_per_second: 200,
+        },
+        label: "mongodb",
+        // A kill -9 in the middle of a journal write leaves its transaction open on the
+        // server (closing the connection does not end it) until the server reaps it after
+        // transactionLifetimeLimitSeconds, 60 s by default on mongod and SecantusDB. Until
+        // then every write of the book it was writing conflicts with it (WriteConflict on
+        // the same persistenceId/sequenceNr), so that book confirms nothing: nothing is
+        // lost, but trading in it resumes only then (plus the traders' re-send back-off).
+        write_held_after_kill: 60,
+    })
+    .await;
+}
+
+#[test]
+fn the_database_of_a_connection_string_is_replaced() {
+    assert_eq!(
+        with_database("mongodb://127.0.0.1:1/?directConnection=true", "x"),
+        "mongodb://127.0.0.1:1/x?directConnection=true"
+    );
+    assert_eq!(
+        with_database("mongodb://a:1,b:2/akkaTrader?replicaSet=rs", "x"),
+        "mongodb://a:1,b:2/x?replicaSet=rs"
+    );
+    assert_eq!(with_database("mongodb://h:1", "x"), "mongodb://h:1/x");
+    assert_eq!(
+        with_database("mongodb://h:1?w=1", "x"),
+        "mongodb://h:1/x?w=1"
+    );
+}
