@@ -189,9 +189,11 @@ fn prepare_writer(conn: &Connection, config: &SqliteConfig) -> Result<()> {
     })
     .map_err(classify)?;
     // The background checkpointer copies pages as they are committed; the writer's own
-    // checkpoint, once the WAL reaches ~40 MB, only finishes the rest and lets the WAL restart
-    // (see "Checkpoints off the write path").
-    conn.execute_batch("PRAGMA wal_autocheckpoint = 10000;")
+    // checkpoint, once the WAL reaches ~200 MB, only finishes the rest and lets the WAL restart
+    // (see "Checkpoints off the write path"). A large WAL restarts seldom: a restart overwrites
+    // its first pages, and a page the kernel is still writing back (a checkpoint has just
+    // synced the WAL) makes that write wait for the disk.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 50000;")
         .map_err(classify)?;
     conn.execute_batch(SCHEMA).map_err(classify)
 }
