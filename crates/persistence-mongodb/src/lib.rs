@@ -36,7 +36,8 @@
 //!
 //! 1. **Reserve.** A writer reserves a range of orderings with one atomic update of the
 //!    `tag-ordering` document in `Metadata` that raises `next` by the number of events **and**
-//!    appends `{token, from, to, at}` to its `pending` list.
+//!    appends `{token, from, to, at, lsid}` to its `pending` list (`lsid`: the id of the
+//!    session whose transaction will commit the range, see *Abandoned transactions* below).
 //! 2. **Commit.** In one transaction it inserts the events (with those orderings) and a
 //!    completion marker `{_id: "done:<token>"}` in `Metadata`. The events therefore become
 //!    visible exactly when the marker does. Afterwards (off the acknowledgement path) it removes
@@ -58,6 +59,54 @@
 //!    reservation. Clocks only decide when that happens, never whether an event can be skipped.
 //!    Void markers are kept (a few bytes per voided reservation) so the fence holds.
 //!
+//! # Abandoned transactions
+//!
+//! A writer killed in the middle of step 2 leaves its transaction open on the server: closing
+//! the connection does not abort it, the server does so only after its transaction lifetime
+//! limit (`transactionLifetimeLimitSeconds`, 60 s by default). Until then the transaction holds
+//! the keys it inserted, so the restarted writer of the same persistence id gets `WriteConflict`
+//! on every try, and a reader's void marker (step 4) waits behind its uncommitted marker.
+//!
+//! So a write's lease is kept alive while its transaction runs, and a lapsed lease gets the
+//! transaction killed:
+//!
+//! - **Lease.** The reservation records the writer's session id (`lsid`). A write that takes
+//!   longer than a third of [`MongoConfig::abandon_after`] (default 5 s) renews its lease by
+//!   setting `beat` on its entry, every third of that bound, until its transaction has ended
+//!   (normal writes take milliseconds and never renew). A writer whose entry shows no sign of
+//!   life (`at`, or the last `beat`) for longer than `abandon_after` is dead or cut off from the
+//!   server.
+//! - **Kill.** Readers (in the watermark computation, step 3) and writers that meet a write
+//!   conflict (they retry for up to twice `abandon_after` plus a second, resolving pending
+//!   reservations every 250 ms meanwhile) treat such an entry as abandoned: they run
+//!   `killSessions` for its `lsid`, which aborts its open transaction, and then void the
+//!   reservation as in step 4. The keys are free at once; the restarted writer succeeds within
+//!   about `abandon_after` of the crash instead of a minute. An entry older than
+//!   [`MongoConfig::pending_lease`] has its session killed before it is voided too.
+//! - **Safety.** Killing changes nothing about which events can become visible: the void marker
+//!   stays the fence (a writer whose transaction survived somehow hits the duplicate key on its
+//!   own marker and retries with a fresh reservation), and a transaction that had committed has
+//!   its marker, so it is never voided or killed. A live writer is only killed when it has not
+//!   renewed its lease for `abandon_after`; it then sees `NoSuchTransaction` (a transient
+//!   transaction error), retries, and, its reservation being void, takes a new one. The lease is
+//!   renewed on the writer's own clock and checked on the reader's, so clocks must agree to well
+//!   within `abandon_after`; clock skew can only cause an early kill (a retried write), never a
+//!   skipped event.
+//! - **Why `killSessions`.** `abortTransaction` would have to be sent as the holder's session
+//!   (its `lsid` and transaction number), which drivers do not let a client do, and a write
+//!   conflict does not name the transaction holding the key; recording the `lsid` with the
+//!   reservation the write already takes names the holder, and `killSessions` needs nothing
+//!   else. Lowering `transactionLifetimeLimitSeconds` instead
+//!   would need admin rights on the server and cut off long legitimate transactions of every
+//!   application on it. `killSessions` is allowed for one's own sessions without extra
+//!   privileges, works on MongoDB 3.6+ and on SecantusDB (tests/abandoned.rs). If it fails, the
+//!   entry is left alone until `pending_lease` and voided then as before.
+//! - **Limit.** The session is held until the reservation is settled, so its `lsid` is not
+//!   reused while the entry can be taken for abandoned; only when a write's outcome is ambiguous
+//!   (or removing its entry fails) does the entry outlive the session, and a kill may then hit a
+//!   later use of the same pooled session id by the same process: that operation fails once (a
+//!   journal transaction retries it as transient).
+//!
 //! Concurrent writers touch the shared `tag-ordering` document only with single-document
 //! updates outside their transactions, so their transactions do not conflict with each other.
 //! The guarantee assumes reads and writes go to the primary (the default).
@@ -68,7 +117,7 @@
 //! # Tests and figures
 //!
 //! The tests (`cargo test -p persistence-mongodb`: the conformance suite, the ordering protocol
-//! driven by hand, and a fault test that stops and restarts the server) use the server in
+//! driven by hand, abandoned transactions, and a fault test that stops and restarts the server) use the server in
 //! `MONGO_CONNECTION_STR`; `scripts/test.sh` starts SecantusDB for them with
 //! `scripts/mongo-test-server.sh`. Without the variable they fail when `CI` is set, and elsewhere
 //! start their own `secantusd-py` (`pip install SecantusDB`). The fault test always runs its own
@@ -127,18 +176,26 @@ pub struct MongoConfig {
     /// How long a reserved ordering range may stay pending before readers void it (see the
     /// crate docs). Must exceed the longest write you expect.
     pub pending_lease: Duration,
+    /// How long a write's transaction may go without a sign of life (its reservation or the
+    /// last renewal of its lease, renewed every third of this while the transaction runs)
+    /// before other writers and readers treat it as abandoned: they kill its session, which
+    /// aborts the transaction, and void its reservation (see "Abandoned transactions" in the
+    /// crate docs). Must be well above the time one lease renewal can take.
+    pub abandon_after: Duration,
     /// How long an operation waits for a reachable server before failing as unavailable.
     pub server_selection_timeout: Duration,
 }
 
 impl MongoConfig {
-    /// Defaults for a connection string: 500 ms refresh, 30 s lease, 5 s server selection.
+    /// Defaults for a connection string: 500 ms refresh, 30 s lease, 5 s abandon bound, 5 s
+    /// server selection.
     pub fn new(uri: impl Into<String>) -> Self {
         MongoConfig {
             uri: uri.into(),
             database: None,
             refresh_interval: Duration::from_millis(500),
             pending_lease: Duration::from_secs(30),
+            abandon_after: Duration::from_secs(5),
             server_selection_timeout: Duration::from_secs(5),
         }
     }
@@ -164,6 +221,20 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
             .as_ref()
             .is_some_and(|v| v.iter().any(|w| w.code == DUPLICATE_KEY)),
         ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// `WriteConflict`: another transaction holds a key this one writes.
+fn is_write_conflict(e: &mongodb::error::Error) -> bool {
+    const WRITE_CONFLICT: i32 = 112;
+    match &*e.kind {
+        ErrorKind::Command(c) => c.code == WRITE_CONFLICT,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == WRITE_CONFLICT,
+        ErrorKind::InsertMany(im) => im
+            .write_errors
+            .as_ref()
+            .is_some_and(|v| v.iter().any(|w| w.code == WRITE_CONFLICT)),
         _ => false,
     }
 }
@@ -224,6 +295,28 @@ enum CommitError {
     Ambiguous(PersistenceError),
     /// Nothing was stored.
     Failed(GroupError),
+}
+
+fn malformed_entry() -> PersistenceError {
+    PersistenceError::Corrupt("Metadata 'tag-ordering'.pending holds a malformed entry".into())
+}
+
+/// What a reader knows of a pending reservation's writer.
+struct Lease {
+    /// The session whose transaction commits the reservation (absent in entries written by
+    /// older versions).
+    lsid: Option<Document>,
+    /// Milliseconds: the reservation time or its last lease renewal, whichever is later.
+    alive_at: i64,
+}
+
+/// Stops a lease renewal task when dropped.
+struct LeaseGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 enum GroupError {
@@ -361,9 +454,11 @@ impl MongoStore {
         }
     }
 
-    /// Reserves `n` orderings and records them as pending; returns `(token, from, to)`.
-    async fn reserve(&self, n: i64) -> Result<(String, i64, i64)> {
+    /// Reserves `n` orderings and records them as pending, with the id of the session whose
+    /// transaction will commit them; returns `(token, from, to)`.
+    async fn reserve(&self, n: i64, lsid: &Document) -> Result<(String, i64, i64)> {
         let token = mongodb::bson::oid::ObjectId::new().to_hex();
+        // `$literal`: the lsid is data, not an expression of the pipeline update.
         let update = vec![doc! {"$set": {
             "next": {"$add": ["$next", n]},
             "pending": {"$concatArrays": ["$pending", [{
@@ -371,6 +466,7 @@ impl MongoStore {
                 "from": {"$add": ["$next", 1_i64]},
                 "to": {"$add": ["$next", n]},
                 "at": DateTime::now(),
+                "lsid": {"$literal": lsid.clone()},
             }]]},
         }}];
         let after = self
@@ -443,7 +539,15 @@ impl MongoStore {
     async fn write_group(&self, writes: &[AtomicWrite]) -> std::result::Result<(), GroupError> {
         let n: i64 = writes.iter().map(|w| w.len() as i64).sum();
         for _ in 0..5 {
-            let (token, from, _to) = self.reserve(n).await?;
+            // The session is held until the reservation is settled, so the lsid recorded with
+            // the reservation is never handed to another operation while the entry is pending
+            // (unless the outcome is ambiguous, see the crate docs).
+            let mut session = self
+                .client
+                .start_session()
+                .await
+                .map_err(|e| GroupError::Other(classify(e)))?;
+            let (token, from, _to) = self.reserve(n, session.id()).await?;
             let mut docs = Vec::with_capacity(n as usize);
             let mut ordering = from;
             for w in writes {
@@ -458,7 +562,10 @@ impl MongoStore {
                     ordering += 1;
                 }
             }
-            match self.commit_events(docs, &token).await {
+            let lease = self.renew_lease(&token);
+            let outcome = self.commit_events(&mut session, docs, &token).await;
+            drop(lease);
+            match outcome {
                 Ok(Commit::Done) => {
                     // The events are durable now; removing the reservation is clean-up that
                     // readers do not depend on (they see the completion marker), so it does
@@ -470,7 +577,7 @@ impl MongoStore {
                 Ok(Commit::Voided) => {
                     tracing::warn!(
                         token,
-                        "ordering reservation was voided by a reader (lease expired); retrying the write"
+                        "ordering reservation was voided (lease expired or transaction taken for abandoned); retrying the write"
                     );
                     self.release(&token).await;
                 }
@@ -491,17 +598,83 @@ impl MongoStore {
         )))
     }
 
+    /// Renews the lease of a pending reservation (`beat`) every third of
+    /// [`MongoConfig::abandon_after`] until the returned guard is dropped, so that a live
+    /// writer whose transaction takes long is not taken for abandoned. Writes that finish
+    /// sooner (nearly all) never renew.
+    fn renew_lease(&self, token: &str) -> LeaseGuard {
+        let store = self.clone();
+        let token = token.to_owned();
+        let every = (self.config.abandon_after / 3).max(Duration::from_millis(10));
+        LeaseGuard(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = store
+                    .metadata
+                    .update_one(
+                        doc! {"_id": TAG_ORDERING_ID, "pending.token": &token},
+                        doc! {"$set": {"pending.$.beat": DateTime::now()}},
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, token, "could not renew the lease of an ordering reservation");
+                }
+            }
+        }))
+    }
+
+    /// Kills a session (`killSessions`): its open transaction, if any, is aborted.
+    async fn kill_session(&self, lsid: &Document) -> Result<()> {
+        self.client
+            .database("admin")
+            .run_command(doc! {"killSessions": [lsid.clone()]})
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Test support: runs a write's transaction up to (not including) its commit and then
+    /// forgets the session, as a writer killed mid-write leaves it: the reservation stays
+    /// pending and the transaction stays open on the server holding the events' keys.
+    #[doc(hidden)]
+    pub async fn begin_write_and_abandon_it(&self, writes: &[AtomicWrite]) -> Result<()> {
+        let n: i64 = writes.iter().map(|w| w.len() as i64).sum();
+        let mut session = self.client.start_session().await.map_err(classify)?;
+        let (token, from, _) = self.reserve(n, session.id()).await?;
+        let mut docs = Vec::new();
+        let mut ordering = from;
+        for w in writes {
+            for e in w.events() {
+                docs.push(convert::event_to_doc(e, ordering)?);
+                ordering += 1;
+            }
+        }
+        session.start_transaction().await.map_err(classify)?;
+        if let Err(Step::Events(e) | Step::Marker(e)) =
+            self.transaction_body(&mut session, &docs, &token).await
+        {
+            return Err(classify(e));
+        }
+        // Dropping the session would abort the transaction; a killed process does not.
+        std::mem::forget(session);
+        Ok(())
+    }
+
     /// Inserts the events and the reservation's completion marker in one transaction.
+    ///
+    /// A write conflict means another transaction holds one of the keys: a live one finishes
+    /// soon, an abandoned one (its writer died mid-write) holds them until the server's
+    /// transaction lifetime limit. So conflicts are retried for a while, and between tries
+    /// reservations whose lease lapsed are resolved (their sessions killed, see the crate docs).
     async fn commit_events(
         &self,
+        session: &mut ClientSession,
         docs: Vec<Document>,
         token: &str,
     ) -> std::result::Result<Commit, CommitError> {
-        let mut session = self
-            .client
-            .start_session()
-            .await
-            .map_err(|e| CommitError::Failed(GroupError::Other(classify(e))))?;
+        let started = std::time::Instant::now();
+        let patience = self.config.abandon_after * 2 + Duration::from_secs(1);
+        let mut last_resolve: Option<std::time::Instant> = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -509,9 +682,9 @@ impl MongoStore {
                 .start_transaction()
                 .await
                 .map_err(|e| CommitError::Failed(GroupError::Other(classify(e))))?;
-            let body = self.transaction_body(&mut session, &docs, token).await;
+            let body = self.transaction_body(session, &docs, token).await;
             let failure = match body {
-                Ok(()) => match commit_with_retry(&mut session).await {
+                Ok(()) => match commit_with_retry(session).await {
                     Ok(()) => return Ok(Commit::Done),
                     Err(e) if e.contains_label("UnknownTransactionCommitResult") => {
                         return Err(CommitError::Ambiguous(classify(e)));
@@ -528,8 +701,23 @@ impl MongoStore {
                 Step::Events(e) if is_duplicate_key(&e) => {
                     return Err(CommitError::Failed(GroupError::Duplicate(e.to_string())));
                 }
-                Step::Events(e) | Step::Marker(e) if is_transient(&e) && attempt < 20 => {
-                    tokio::time::sleep(Duration::from_millis(2 * attempt)).await;
+                Step::Events(e) | Step::Marker(e)
+                    if is_transient(&e)
+                        && (attempt < 20
+                            || (is_write_conflict(&e) && started.elapsed() < patience)) =>
+                {
+                    if is_write_conflict(&e)
+                        && attempt >= 3
+                        && last_resolve.is_none_or(|t| t.elapsed() >= Duration::from_millis(250))
+                    {
+                        // Kills and voids reservations whose lease lapsed (ours is renewed).
+                        if let Err(e) = self.watermark().await {
+                            tracing::debug!(error = %e, "could not resolve pending reservations");
+                        }
+                        last_resolve = Some(std::time::Instant::now());
+                    }
+                    let pause = (2 * attempt).min(100);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
                 Step::Events(e) | Step::Marker(e) => {
                     return Err(CommitError::Failed(GroupError::Other(classify(e))));
@@ -586,18 +774,16 @@ impl MongoStore {
         }
         let mut entries = Vec::with_capacity(pending.len());
         for p in pending {
-            let bad = || {
-                PersistenceError::Corrupt(
-                    "Metadata 'tag-ordering'.pending holds a malformed entry".into(),
-                )
-            };
-            let p = p.as_document().ok_or_else(bad)?;
-            let token = p.get_str("token").map_err(|_| bad())?.to_owned();
-            let from = p.get_i64("from").map_err(|_| bad())?;
+            let p = p.as_document().ok_or_else(malformed_entry)?;
+            let token = p
+                .get_str("token")
+                .map_err(|_| malformed_entry())?
+                .to_owned();
+            let from = p.get_i64("from").map_err(|_| malformed_entry())?;
             let at = p
                 .get_datetime("at")
                 .map(|t| t.timestamp_millis())
-                .map_err(|_| bad())?;
+                .map_err(|_| malformed_entry())?;
             entries.push((token, from, at));
         }
         let ids: Vec<String> = entries.iter().map(|(t, _, _)| done_id(t)).collect();
@@ -616,18 +802,18 @@ impl MongoStore {
         // A writer removes its entry right after committing, and its completion marker just
         // after that; if the marker was already gone when we looked, the entry is gone from the
         // pending list too. Read the list again: an entry no longer pending has finished for good.
-        let still_pending: std::collections::HashSet<String> =
+        // This second read also gives the latest lease renewal of each entry still pending.
+        let still_pending: std::collections::HashMap<String, Lease> =
             if entries.iter().all(|(t, _, _)| done.contains(&done_id(t))) {
-                std::collections::HashSet::new()
+                std::collections::HashMap::new()
             } else {
-                self.pending_tokens().await?
+                self.pending_leases().await?
             };
-        let lease_start = now_millis() - self.config.pending_lease.as_millis() as i64;
+        let now = now_millis();
+        let lease_start = now - self.config.pending_lease.as_millis() as i64;
+        let abandon_start = now - self.config.abandon_after.as_millis() as i64;
         let mut min_from: Option<i64> = None;
         for (token, from, at) in entries {
-            if !done.contains(&done_id(&token)) && !still_pending.contains(&token) {
-                continue;
-            }
             if done.contains(&done_id(&token)) {
                 if at < lease_start {
                     // Complete, but its writer did not clean up (it stopped): do it for it.
@@ -635,7 +821,31 @@ impl MongoStore {
                 }
                 continue;
             }
-            if at < lease_start {
+            let Some(lease) = still_pending.get(&token) else {
+                continue;
+            };
+            let expired = at < lease_start;
+            let abandoned = lease.lsid.is_some() && lease.alive_at < abandon_start;
+            if expired || abandoned {
+                // First abort the writer's transaction if it is still open on the server (its
+                // writer died mid-write): otherwise it holds its keys, and the void marker below,
+                // until the server's transaction lifetime limit.
+                if let Some(lsid) = &lease.lsid {
+                    if let Err(e) = self.kill_session(lsid).await {
+                        tracing::warn!(error = %e, token, "could not kill the session of an abandoned write");
+                        if !expired {
+                            min_from = Some(min_from.map_or(from, |m: i64| m.min(from)));
+                            continue;
+                        }
+                    } else {
+                        tracing::warn!(
+                            token,
+                            from,
+                            idle_ms = now - lease.alive_at,
+                            "killed the session of a write whose lease lapsed (its writer is gone)"
+                        );
+                    }
+                }
                 // Void it: once the marker exists, the writer's transaction can no longer
                 // commit (its marker insert hits the duplicate key), so the range is final.
                 match self
@@ -659,8 +869,8 @@ impl MongoStore {
         Ok(min_from.map_or(next, |f| f - 1))
     }
 
-    /// The tokens currently in the pending list.
-    async fn pending_tokens(&self) -> Result<std::collections::HashSet<String>> {
+    /// The entries currently in the pending list: token, session id and last sign of life.
+    async fn pending_leases(&self) -> Result<std::collections::HashMap<String, Lease>> {
         let d = self
             .metadata
             .find_one(doc! {"_id": TAG_ORDERING_ID})
@@ -672,14 +882,24 @@ impl MongoStore {
         let pending = d.get_array("pending").map_err(|e| {
             PersistenceError::Corrupt(format!("Metadata 'tag-ordering'.pending: {e}"))
         })?;
-        Ok(pending
-            .iter()
-            .filter_map(|p| {
-                p.as_document()
-                    .and_then(|p| p.get_str("token").ok())
-                    .map(str::to_owned)
-            })
-            .collect())
+        let mut out = std::collections::HashMap::with_capacity(pending.len());
+        for p in pending {
+            let p = p.as_document().ok_or_else(malformed_entry)?;
+            let token = p.get_str("token").map_err(|_| malformed_entry())?;
+            let at = p
+                .get_datetime("at")
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| malformed_entry())?;
+            let beat = p.get_datetime("beat").map(|t| t.timestamp_millis()).ok();
+            out.insert(
+                token.to_owned(),
+                Lease {
+                    lsid: p.get_document("lsid").ok().cloned(),
+                    alive_at: beat.map_or(at, |b| b.max(at)),
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// Removes a finished reservation from the pending list; the completion marker of a
