@@ -31,6 +31,24 @@
 //! | [`orders`] | `trading_orders_total` | counter | [`ATTR_TICKER`] |
 //! | [`matches()`] | `trading_matches_total` | counter | [`ATTR_TICKER`] |
 //! | [`websocket_clients`] | `websocket_server_active_connections` | gauge | |
+//!
+//! The runtime reads the rest of its state at collection time ([`observed_counter`],
+//! [`observed_gauge`]) under these names:
+//!
+//! | constant | Prometheus name | kind | attributes |
+//! | --- | --- | --- | --- |
+//! | [`REMOTE_DROPPED`] | `cluster_remote_messages_dropped_total` | counter | [`ATTR_PEER`] |
+//! | [`REMOTE_FRAMES_SENT`] | `cluster_remote_frames_sent_total` | counter | [`ATTR_PEER`] |
+//! | [`REMOTE_CONNECTED`] | `cluster_remote_peer_connected` | gauge | [`ATTR_PEER`] |
+//! | [`REMOTE_SEND_QUEUE`] | `cluster_remote_send_queue_depth` | gauge | [`ATTR_PEER`] |
+//! | [`REMOTE_HANDSHAKES_REFUSED`] | `cluster_remote_handshakes_refused_total` | counter | |
+//! | [`REMOTE_FRAMES_MALFORMED`] | `cluster_remote_frames_malformed_total` | counter | |
+//! | [`REMOTE_UNKNOWN_RECIPIENT`] | `cluster_remote_unknown_recipient_messages_total` | counter | |
+//! | [`NODE_UP`] | `cluster_node_up` | gauge | |
+//! | [`NODE_LEADER`] | `cluster_node_leader` | gauge | |
+//! | [`GOSSIP_SENT`], [`GOSSIP_RECEIVED`] | `cluster_gossip_sent_total`, `cluster_gossip_received_total` | counter | |
+//! | [`HEARTBEATS_SENT`], [`HEARTBEATS_RECEIVED`] | `cluster_heartbeats_sent_total`, `cluster_heartbeats_received_total` | counter | |
+//! | [`SBR_DOWNED`] | `cluster_sbr_downed_members_total` | counter | |
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -69,6 +87,35 @@ pub const ORDERS: &str = "trading.orders";
 pub const MATCHES: &str = "trading.matches";
 /// `websocket.server.active_connections`: browsers connected to the live stream.
 pub const WEBSOCKET_CLIENTS: &str = "websocket.server.active_connections";
+
+/// `cluster.remote.messages.dropped`: messages to a peer dropped while its link was down.
+pub const REMOTE_DROPPED: &str = "cluster.remote.messages.dropped";
+/// `cluster.remote.frames.sent`: frames (batches of messages) written to a peer.
+pub const REMOTE_FRAMES_SENT: &str = "cluster.remote.frames.sent";
+/// `cluster.remote.peer.connected`: 1 while a connection to the peer is open.
+pub const REMOTE_CONNECTED: &str = "cluster.remote.peer.connected";
+/// `cluster.remote.send_queue.depth`: messages waiting in a peer's bounded send queue.
+pub const REMOTE_SEND_QUEUE: &str = "cluster.remote.send_queue.depth";
+/// `cluster.remote.handshakes.refused`: inbound connections refused in the handshake.
+pub const REMOTE_HANDSHAKES_REFUSED: &str = "cluster.remote.handshakes.refused";
+/// `cluster.remote.frames.malformed`: connections closed for a malformed or oversized frame.
+pub const REMOTE_FRAMES_MALFORMED: &str = "cluster.remote.frames.malformed";
+/// `cluster.remote.unknown_recipient.messages`: messages for a name nobody registered.
+pub const REMOTE_UNKNOWN_RECIPIENT: &str = "cluster.remote.unknown_recipient.messages";
+/// `cluster.node.up`: 1 while this node is Up.
+pub const NODE_UP: &str = "cluster.node.up";
+/// `cluster.node.leader`: 1 while this node is the leader.
+pub const NODE_LEADER: &str = "cluster.node.leader";
+/// `cluster.gossip.sent`: gossip messages sent.
+pub const GOSSIP_SENT: &str = "cluster.gossip.sent";
+/// `cluster.gossip.received`: gossip messages received.
+pub const GOSSIP_RECEIVED: &str = "cluster.gossip.received";
+/// `cluster.heartbeats.sent`: failure-detector heartbeats sent.
+pub const HEARTBEATS_SENT: &str = "cluster.heartbeats.sent";
+/// `cluster.heartbeats.received`: failure-detector heartbeats received.
+pub const HEARTBEATS_RECEIVED: &str = "cluster.heartbeats.received";
+/// `cluster.sbr.downed_members`: members this node's split-brain resolver downed.
+pub const SBR_DOWNED: &str = "cluster.sbr.downed_members";
 
 /// Attribute: the remote node, as `system@host:port`.
 pub const ATTR_PEER: &str = "cluster.peer.address";

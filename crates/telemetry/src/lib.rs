@@ -60,9 +60,15 @@ mod setup;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// The OpenTelemetry API this crate is built on (attribute `KeyValue`s, `Meter`), re-exported
+/// so that instrumented crates use the same version without naming it.
+pub use opentelemetry;
+
 pub use error::TelemetryError;
 pub use metrics::Metrics;
-pub use propagation::{current_traceparent, set_parent, span_with_parent};
+pub use propagation::{
+    MessageSpan, current_traceparent, set_parent, span_with_parent, traces_exported,
+};
 pub use setup::{
     LogFormat, SamplerConfig, Telemetry, TelemetryBuilder, TelemetryGuard, init, otlp_signal_url,
 };

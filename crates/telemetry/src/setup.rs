@@ -12,6 +12,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Dispatch;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -432,6 +433,12 @@ impl TelemetryBuilder {
     /// Builds the subscriber and providers without installing anything globally: the way to
     /// run several distinguishable nodes in one process (each runs its tasks under its own
     /// [`Telemetry::dispatch`], e.g. `future.with_subscriber(dispatch)`).
+    ///
+    /// Filtering: with trace export off, `RUST_LOG` (the log filter) filters everything, as
+    /// any `tracing` subscriber would. With export on, `RUST_LOG` filters only the log
+    /// output and the OpenTelemetry layer has a filter of its own (spans at `info` and above,
+    /// events at `warn` and above): a quiet log (`RUST_LOG=warn`) must not silence the
+    /// traces, which the sampler bounds instead.
     pub fn build(self) -> Result<Telemetry, TelemetryError> {
         let filter = EnvFilter::try_new(&self.log_filter)
             .map_err(|e| invalid("RUST_LOG", &self.log_filter, &e.to_string()))?;
@@ -466,46 +473,54 @@ impl TelemetryBuilder {
             self.export_timeout,
         )?;
 
-        type Inner = Layered<EnvFilter, Registry>;
-        let mut layers: Vec<Box<dyn Layer<Inner> + Send + Sync>> = Vec::new();
-        match self.log_format {
-            LogFormat::Text => layers.push(tracing_subscriber::fmt::layer().boxed()),
-            LogFormat::Json => layers.push(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .boxed(),
-            ),
-            LogFormat::Off => {}
-        }
-        if tracer_provider.is_none() {
-            layers.push(NoTraceExport.boxed());
-        }
-        if let Some(provider) = &tracer_provider {
-            let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
-            layers.push(
-                tracing_opentelemetry::layer()
-                    .with_tracer(tracer)
-                    // Busy/idle timings and thread attributes cost on every enter/exit and
-                    // every span; the trace does not need them.
-                    .with_tracked_inactivity(false)
-                    .with_threads(false)
-                    // Parents come from the `tracing` span tree of this subscriber, not from
-                    // OpenTelemetry's thread-local context: half the cost of a traced hop
-                    // (benches/span_cost.rs), and correct when several simulated nodes share
-                    // a thread. Nothing here reads `opentelemetry::Context::current()`.
-                    .with_context_activation(false)
-                    .boxed(),
-            );
-        }
-        let subscriber = Registry::default().with(filter).with(layers);
+        let dispatch = match &tracer_provider {
+            None => {
+                type Inner = Layered<EnvFilter, Registry>;
+                let mut layers: Vec<Box<dyn Layer<Inner> + Send + Sync>> = Vec::new();
+                if let Some(fmt) = log_layer(self.log_format) {
+                    layers.push(fmt);
+                }
+                layers.push(NoTraceExport.boxed());
+                Dispatch::new(Registry::default().with(filter).with(layers))
+            }
+            Some(provider) => {
+                let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
+                let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+                if let Some(fmt) = log_layer(self.log_format) {
+                    layers.push(fmt.with_filter(filter).boxed());
+                }
+                layers.push(TraceExport.boxed());
+                layers.push(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        // Busy/idle timings and thread attributes cost on every enter/exit and
+                        // every span; the trace does not need them.
+                        .with_tracked_inactivity(false)
+                        .with_threads(false)
+                        // Parents come from the `tracing` span tree of this subscriber, not from
+                        // OpenTelemetry's thread-local context: half the cost of a traced hop
+                        // (benches/span_cost.rs), and correct when several simulated nodes share
+                        // a thread. Nothing here reads `opentelemetry::Context::current()`.
+                        .with_context_activation(false)
+                        .with_filter(filter_fn(export_filter))
+                        .boxed(),
+                );
+                Dispatch::new(Registry::default().with(layers))
+            }
+        };
+        let node_metrics = NodeMetricsTemplate {
+            service_name: self.service_name,
+            resource_attributes: self.resource_attributes,
+            endpoint: self.metrics_endpoint,
+            interval: self.metric_export_interval,
+            timeout: self.export_timeout,
+        };
         Ok(Telemetry {
-            dispatch: Dispatch::new(subscriber),
+            dispatch,
             guard: TelemetryGuard {
                 tracer_provider,
                 metrics,
+                node_metrics,
             },
         })
     }
@@ -543,6 +558,53 @@ pub(crate) struct NoTraceExport;
 
 impl<S: tracing::Subscriber> Layer<S> for NoTraceExport {}
 
+/// Marks a subscriber that exports traces (the OpenTelemetry layer is present), so that
+/// [`crate::propagation`] can tell with one type check whether starting a trace is worth it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TraceExport;
+
+impl<S: tracing::Subscriber> Layer<S> for TraceExport {}
+
+/// What the OpenTelemetry layer records when traces are exported: spans at `info` and above
+/// (the message spans of [`crate::propagation`] are `info`) and events at `warn` and above
+/// (errors inside a traced span show up on it), whatever `RUST_LOG` says about the log.
+fn export_filter(meta: &tracing::Metadata<'_>) -> bool {
+    if meta.is_span() {
+        *meta.level() <= tracing::Level::INFO
+    } else {
+        *meta.level() <= tracing::Level::WARN
+    }
+}
+
+/// The log output layer for `format`, if any.
+fn log_layer<S>(format: LogFormat) -> Option<Box<dyn Layer<S> + Send + Sync>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match format {
+        LogFormat::Text => Some(tracing_subscriber::fmt::layer().boxed()),
+        LogFormat::Json => Some(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .boxed(),
+        ),
+        LogFormat::Off => None,
+    }
+}
+
+/// What [`TelemetryGuard::node_metrics`] needs to build one more node's meter provider.
+#[derive(Debug, Clone)]
+struct NodeMetricsTemplate {
+    service_name: String,
+    resource_attributes: Vec<KeyValue>,
+    endpoint: Option<String>,
+    interval: Duration,
+    timeout: Duration,
+}
+
 /// The one call every binary makes first: [`TelemetryBuilder::from_env`] then
 /// [`TelemetryBuilder::install`]. Keep the guard alive until the process ends.
 pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
@@ -566,6 +628,7 @@ pub struct Telemetry {
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
     metrics: Metrics,
+    node_metrics: NodeMetricsTemplate,
 }
 
 impl TelemetryGuard {
@@ -573,6 +636,22 @@ impl TelemetryGuard {
     /// [`Metrics::render`].
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// A meter provider of its own for one more node of this process (the sandbox runs six
+    /// nodes under one [`init`]): the same resource and OTLP push as [`Self::metrics`], but
+    /// `service.instance.id` = `instance_id`, so that each node's `/metrics` shows its own
+    /// series only (two nodes' `cluster_members` in one exposition would be duplicates).
+    pub fn node_metrics(&self, instance_id: &str) -> Result<Metrics, TelemetryError> {
+        let t = &self.node_metrics;
+        let mut attrs = t.resource_attributes.clone();
+        attrs.push(KeyValue::new("service.instance.id", instance_id.to_owned()));
+        let resource = Resource::builder_empty()
+            .with_detector(Box::new(TelemetryResourceDetector))
+            .with_service_name(t.service_name.clone())
+            .with_attributes(attrs)
+            .build();
+        Metrics::build(resource, t.endpoint.as_deref(), t.interval, t.timeout)
     }
 
     /// Whether spans are exported (an OTLP traces endpoint was configured).

@@ -428,3 +428,32 @@ fn observed_instruments_read_existing_state_at_each_scrape() {
         Some(15.0)
     );
 }
+
+#[test]
+fn each_node_of_a_process_gets_its_own_meter_provider() {
+    let t = TelemetryBuilder::new("sandbox")
+        .log_format(LogFormat::Off)
+        .build()
+        .unwrap();
+    let a = t.guard.node_metrics("lighthouse").unwrap();
+    let b = t.guard.node_metrics("pricing").unwrap();
+    let family = ins::members(a.meter());
+    family
+        .handle(&[KeyValue::new(ins::ATTR_MEMBER_STATUS, "up")])
+        .set(3);
+    let text_a = a.render().unwrap();
+    let text_b = b.render().unwrap();
+    assert!(
+        text_a.contains(r#"service_instance_id="lighthouse""#),
+        "{text_a}"
+    );
+    assert!(
+        text_a.contains(r#"cluster_members{cluster_member_status="up"} 3"#),
+        "{text_a}"
+    );
+    assert!(
+        text_b.contains(r#"service_instance_id="pricing""#),
+        "{text_b}"
+    );
+    assert!(!text_b.contains("cluster_members"), "{text_b}");
+}

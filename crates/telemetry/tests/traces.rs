@@ -286,3 +286,102 @@ async fn nodes_sharing_a_thread_do_not_adopt_each_others_spans() {
     assert_eq!(other.parent_span_id, None, "{spans:#?}");
     assert_ne!(other.trace_id, outer.trace_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_spans_record_sampled_hops_and_only_forward_unsampled_ones() {
+    let collector = OtlpCollector::start().await.unwrap();
+    let sender = node(&collector, "traders", "traders-0", SamplerConfig::AlwaysOn);
+    // The receiver's log filter hides `info`: the exported spans must not depend on it.
+    let receiver = TelemetryBuilder::new("trade-processor")
+        .instance_id("tp-0")
+        .log_format(LogFormat::Text)
+        .log_filter("warn")
+        .sampler(SamplerConfig::ParentBasedAlwaysOn)
+        .otlp_endpoint(&collector.endpoint())
+        .build()
+        .unwrap();
+
+    let (sampled, sender_node) = tracing::dispatcher::with_default(&sender.dispatch, || {
+        assert!(telemetry::traces_exported());
+        let root = telemetry::MessageSpan::start("desk.send", "akka.tcp://T@h:1")
+            .with_destination("orderBook");
+        assert!(root.is_recording());
+        (root.traceparent().unwrap().to_owned(), "akka.tcp://T@h:1")
+    });
+    assert!(telemetry::propagation::is_sampled(&sampled), "{sampled}");
+    let unsampled = format!("{}-00", &sampled[..52]);
+
+    let onward = tracing::dispatcher::with_default(&receiver.dispatch, || {
+        let handled = telemetry::MessageSpan::follow("orderBook.handle", "tp", Some(&sampled));
+        assert!(handled.is_recording());
+        let _g = handled.span().enter();
+        drop(handled.child("journal.write"));
+        // The context sent on is the handler's own, in the same trace.
+        let onward = handled.traceparent().unwrap().to_owned();
+        assert_eq!(&onward[..36], &sampled[..36]);
+        assert_ne!(onward, sampled);
+
+        let quiet = telemetry::MessageSpan::follow("orderBook.handle", "tp", Some(&unsampled));
+        assert!(!quiet.is_recording());
+        assert_eq!(quiet.traceparent(), Some(unsampled.as_str()));
+        assert!(quiet.child("journal.write").is_none());
+        assert!(telemetry::MessageSpan::sampled("x", "tp", Some(&unsampled)).is_none());
+        assert!(telemetry::MessageSpan::sampled("x", "tp", None).is_none());
+        assert!(
+            telemetry::MessageSpan::follow("x", "tp", None)
+                .traceparent()
+                .is_none()
+        );
+        onward
+    });
+    finish(vec![sender, receiver]).await;
+
+    let spans = collector.wait_for_spans(3, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let spans = if spans.len() == 3 {
+        collector.spans()
+    } else {
+        spans
+    };
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let root = by_name(&spans, "desk.send");
+    let handle = by_name(&spans, "orderBook.handle");
+    let journal = by_name(&spans, "journal.write");
+    assert_eq!(root.parent_span_id, None);
+    assert_eq!(root.kind, 4, "producer");
+    assert_eq!(root.attribute("cluster.node"), Some(sender_node));
+    assert_eq!(
+        root.attribute("messaging.destination.name"),
+        Some("orderBook")
+    );
+    assert_eq!(
+        handle.parent_span_id.as_deref(),
+        Some(root.span_id.as_str())
+    );
+    assert_eq!(handle.kind, 5, "consumer");
+    assert_eq!(handle.attribute("cluster.node"), Some("tp"));
+    assert_eq!(
+        journal.parent_span_id.as_deref(),
+        Some(handle.span_id.as_str())
+    );
+    assert_eq!(
+        onward,
+        format!("00-{}-{}-01", handle.trace_id, handle.span_id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_root_sends_its_decision_and_records_nothing() {
+    let collector = OtlpCollector::start().await.unwrap();
+    let n = node(&collector, "traders", "traders-0", SamplerConfig::AlwaysOff);
+    let tp = tracing::dispatcher::with_default(&n.dispatch, || {
+        let root = telemetry::MessageSpan::start("desk.send", "n");
+        assert!(!root.is_recording());
+        root.into_traceparent()
+    })
+    .expect("the decision travels");
+    assert!(tp.ends_with("-00"), "{tp}");
+    finish(vec![n]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(collector.spans().is_empty());
+}
