@@ -95,5 +95,6 @@ pub use membership::{MemberStatus, MemberView, Membership};
 pub use region::{RegionError, ShardRegion};
 pub use settings::ShardingSettings;
 pub use stats::{
-    ClusterShardStats, NodeShardStats, RegionState, ShardingRegistry, format_stats_lines,
+    ClusterShardStats, NodeShardStats, RegionState, ShardingInstruments, ShardingRegistry,
+    format_stats_lines,
 };

@@ -144,6 +144,12 @@ pub struct RegionCounters {
     pub sent_remote: AtomicU64,
     /// Messages dropped (buffer full, send failure, too many hops, entity failed to start).
     pub dropped: AtomicU64,
+    /// Shards hosted here now (updated by the region actor as shards come and go).
+    pub shards: AtomicU64,
+    /// Entities here now, starting, running or stopping (updated as they come and go).
+    pub entities: AtomicU64,
+    /// Shards this region handed off to another region (stopped here for a move).
+    pub handoffs: AtomicU64,
 }
 
 type PeerRef<M> = Arc<ResolvedRef<RegionWire<M>>>;
@@ -286,6 +292,19 @@ impl<M> Region<M>
 where
     M: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
+    /// Stores the shard and entity counts in the counters `/metrics` reads: after every
+    /// message that may change them (not after the routine delivery to a running entity,
+    /// the hot path, which changes neither). O(shards hosted).
+    fn publish_counts(&self) {
+        let entities: usize = self.shards.values().map(|s| s.entities.len()).sum();
+        self.counters
+            .shards
+            .store(self.shards.len() as u64, Ordering::Relaxed);
+        self.counters
+            .entities
+            .store(entities as u64, Ordering::Relaxed);
+    }
+
     fn drop_msg(&self, why: &str, entity_id: &str) {
         let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         if n.is_power_of_two() || n % 10_000 == 0 {
@@ -507,6 +526,7 @@ where
                 q.push_back((msg, trace));
                 sh.entities.insert(entity_id.clone(), Slot::Starting(q));
                 self.spawn_entity(myself, shard, entity_id);
+                self.publish_counts();
             }
         }
     }
@@ -654,6 +674,7 @@ where
             return;
         }
         let sh = self.shards.remove(&shard).expect("present");
+        self.counters.handoffs.fetch_add(1, Ordering::Relaxed);
         if self.homes.get(&shard) == Some(&self.me) {
             self.homes.remove(&shard);
         }
@@ -1195,6 +1216,9 @@ where
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // Tells and inbound deliveries change the counts only when they start an entity
+        // (counted there); everything else may add or remove shards and entities.
+        let recount = !matches!(msg, RegionMsg::Tell { .. } | RegionMsg::Inbound { .. });
         match msg {
             RegionMsg::Tell {
                 shard,
@@ -1293,6 +1317,9 @@ where
                 st.check_shutdown_done();
             }
         }
+        if recount {
+            st.publish_counts();
+        }
         Ok(())
     }
 
@@ -1315,6 +1342,7 @@ where
         {
             st.check_stopped(shard).await;
         }
+        st.publish_counts();
         Ok(())
     }
 }
@@ -1334,6 +1362,7 @@ pub enum RegionError {
 pub struct ShardRegion<M> {
     actor: ActorRef<RegionMsg<M>>,
     type_name: Arc<str>,
+    hosting: bool,
     counters: Arc<RegionCounters>,
     direct: Arc<Direct<M>>,
     stats_timeout: Duration,
@@ -1344,6 +1373,7 @@ impl<M> Clone for ShardRegion<M> {
         Self {
             actor: self.actor.clone(),
             type_name: self.type_name.clone(),
+            hosting: self.hosting,
             counters: self.counters.clone(),
             direct: self.direct.clone(),
             stats_timeout: self.stats_timeout,
@@ -1464,6 +1494,16 @@ where
         let direct = Arc::new(Direct::new(settings.number_of_shards));
         let type_name: Arc<str> = settings.type_name.clone().into();
         let stats_timeout = settings.stats_timeout;
+        // The region's mailbox depth as far as it is counted: local tells still waiting
+        // for the actor (the hot path; remote deliveries and protocol messages are not).
+        let d = direct.clone();
+        remoting.observe_mailbox(&settings.region_name(), move || {
+            d.queued
+                .iter()
+                .map(|q| q.load(Ordering::Relaxed) as i64)
+                .sum()
+        });
+        let hosting = spawner.is_some();
         let (actor, _) = Actor::spawn(
             None,
             RegionActor(std::marker::PhantomData),
@@ -1480,6 +1520,7 @@ where
         Ok(Self {
             actor,
             type_name,
+            hosting,
             counters,
             direct,
             stats_timeout,
@@ -1496,6 +1537,16 @@ impl<M: Send + 'static> ShardRegion<M> {
     /// Counters, read without asking the actor.
     pub fn counters(&self) -> &RegionCounters {
         &self.counters
+    }
+
+    /// The counters, shared (for instruments that read them at collection time).
+    pub fn shared_counters(&self) -> Arc<RegionCounters> {
+        self.counters.clone()
+    }
+
+    /// Whether this region hosts shards (false for a proxy).
+    pub fn is_host(&self) -> bool {
+        self.hosting
     }
 
     /// Shards and entities on this node.

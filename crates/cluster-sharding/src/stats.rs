@@ -12,12 +12,17 @@
 //! ```
 //!
 //! `failed` lists the nodes whose region did not answer within the stats timeout.
+//!
+//! The registry also backs this node's sharding metrics
+//! ([`ShardingRegistry::register_metrics`]): shards, entities and hand-offs per type, read
+//! from the regions' counters when `/metrics` is scraped.
 //! [`format_stats_lines`] prints the same as `tradectl shards TYPE` does: one line per
 //! node with address, shard count and entity count. Unknown types answer 404.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, State};
@@ -26,8 +31,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use telemetry::Metrics;
+use telemetry::instruments as ins;
+use telemetry::opentelemetry::KeyValue;
+use telemetry::opentelemetry::metrics::{ObservableCounter, ObservableUpDownCounter};
 
 use crate::hash::ShardId;
+use crate::region::RegionCounters;
 
 /// One shard hosted by a region.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,12 +155,22 @@ type StatsFuture = Pin<Box<dyn Future<Output = Result<ClusterShardStats, QueryEr
 pub trait StatsSource: Send + Sync + 'static {
     /// Gathers the cluster-wide statistics.
     fn cluster_stats(&self) -> StatsFuture;
+
+    /// This node's counters of the type's region, when it hosts shards (`None` for a
+    /// proxy): what `/metrics` shows per type.
+    fn local_counters(&self) -> Option<Arc<RegionCounters>> {
+        None
+    }
 }
 
 impl<M: Send + 'static> StatsSource for crate::region::ShardRegion<M> {
     fn cluster_stats(&self) -> StatsFuture {
         let r = self.clone();
         Box::pin(async move { r.cluster_stats().await })
+    }
+
+    fn local_counters(&self) -> Option<Arc<RegionCounters>> {
+        self.is_host().then(|| self.shared_counters())
     }
 }
 
@@ -196,6 +216,59 @@ impl ShardingRegistry {
         Some(src.cluster_stats().await)
     }
 
+    /// Registers `cluster_sharding_shards`, `cluster_sharding_entities` and
+    /// `cluster_sharding_handoffs_total` (per `cluster_sharding_type_name`) on `metrics`,
+    /// read from the counters of every hosting region in this registry at collection time
+    /// (regions inserted later are included). Once per node; keep the result alive.
+    pub fn register_metrics(&self, metrics: &Metrics) -> ShardingInstruments {
+        let m = metrics.meter_with_scope("cluster-sharding");
+        type Read = fn(&RegionCounters) -> u64;
+        let series = |reg: &ShardingRegistry, f: Read| -> Vec<(Vec<KeyValue>, u64)> {
+            reg.types
+                .read()
+                .expect("registry lock")
+                .iter()
+                .filter_map(|(t, src)| {
+                    let c = src.local_counters()?;
+                    Some((vec![KeyValue::new(ins::ATTR_TYPE_NAME, t.clone())], f(&c)))
+                })
+                .collect()
+        };
+        let gauge = |name: &'static str, description: &'static str, unit: &'static str, f: Read| {
+            let reg = self.clone();
+            ins::observed_gauge(&m, name, description, unit, move || {
+                series(&reg, f)
+                    .into_iter()
+                    .map(|(a, v)| (a, v as i64))
+                    .collect()
+            })
+        };
+        let reg = self.clone();
+        ShardingInstruments {
+            _gauges: vec![
+                gauge(
+                    ins::SHARDS,
+                    "Shards hosted by this node's region",
+                    "{shard}",
+                    |c| c.shards.load(Ordering::Relaxed),
+                ),
+                gauge(
+                    ins::ENTITIES,
+                    "Live entities in this node's region",
+                    "{entity}",
+                    |c| c.entities.load(Ordering::Relaxed),
+                ),
+            ],
+            _handoffs: ins::observed_counter(
+                &m,
+                ins::HANDOFFS,
+                "Shards handed off by this node",
+                "{handoff}",
+                move || series(&reg, |c| c.handoffs.load(Ordering::Relaxed)),
+            ),
+        }
+    }
+
     /// `GET /cluster/shards/{type}` over this registry, for the node's management port:
     /// create the registry first, set `NodeConfig.management.routes =
     /// Some(registry.router())` before `Node::start`, then `insert` each region once it
@@ -205,6 +278,13 @@ impl ShardingRegistry {
             .route("/cluster/shards/{type}", get(shards_handler))
             .with_state(self.clone())
     }
+}
+
+/// The instruments of [`ShardingRegistry::register_metrics`]; they report while this lives.
+#[derive(Debug)]
+pub struct ShardingInstruments {
+    _gauges: Vec<ObservableUpDownCounter<i64>>,
+    _handoffs: ObservableCounter<u64>,
 }
 
 async fn shards_handler(

@@ -32,7 +32,13 @@
 //!   a fail-over never duplicates deliveries.
 //! - **Trace context.** Every client message carries the caller's W3C trace context in
 //!   the transport envelope; the receptionist passes it on to services and pub-sub,
-//!   and pub-sub deliveries carry it back to the client's subscribers.
+//!   and pub-sub deliveries carry it back to the client's subscribers. For a sampled
+//!   context the receptionist records a span of its own (`receptionist.send`,
+//!   `receptionist.publish`, `receptionist.reply`, and `receptionist.forward` for a
+//!   publish it forwards to a client) and passes that span's context on; an unsampled
+//!   context is passed on unchanged (see [`telemetry::MessageSpan`]).
+//! - **Mailbox depth.** The receptionist counts the messages in its mailbox:
+//!   `actor_mailbox_depth{actor_name="receptionist"}` on `/metrics`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,10 +49,12 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReply
 use runtime::address::AddressError;
 use runtime::cluster::{Cluster, ClusterSnapshot};
 use runtime::membership::MemberStatus;
+use runtime::metrics::MailboxDepth;
 use runtime::remote::Inbound;
 use runtime::{NodeAddress, Remoting, UniqueAddress};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use telemetry::MessageSpan;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
@@ -274,10 +282,12 @@ struct ReceptionistArgs {
     remoting: Remoting,
     pubsub: DistributedPubSub,
     settings: ReceptionistSettings,
+    depth: MailboxDepth,
 }
 
 struct ReceptionistState {
     me: NodeAddress,
+    depth: MailboxDepth,
     remoting: Remoting,
     pubsub: DistributedPubSub,
     settings: ReceptionistSettings,
@@ -291,6 +301,17 @@ fn client_key(node: &NodeAddress, name: &str) -> String {
 
 fn client_id(node: &NodeAddress, name: &str) -> SubscriberId {
     SubscriberId::External(client_key(node, name))
+}
+
+/// The receptionist's span for a sampled `trace` (none otherwise); handle the message inside
+/// it and pass on `onward(&span, trace)`. Only for handling that does not await.
+fn span_for(remoting: &Remoting, name: &str, to: &str, trace: Option<&str>) -> Option<MessageSpan> {
+    MessageSpan::sampled(name, remoting.node_label(), trace).map(|m| m.with_destination(to))
+}
+
+/// The context to pass on from inside `span`: its own, or the incoming one unchanged.
+fn onward<'a>(span: &'a Option<MessageSpan>, trace: Option<&'a str>) -> Option<&'a str> {
+    span.as_ref().map_or(trace, |m| m.traceparent())
 }
 
 impl ReceptionistState {
@@ -354,6 +375,9 @@ impl ReceptionistState {
                 payload,
             } => {
                 self.touch(&from, &client);
+                let span = span_for(&self.remoting, "receptionist.send", &path, trace);
+                let _entered = span.as_ref().map(|m| m.span().enter());
+                let trace = onward(&span, trace);
                 let env = ServiceEnvelope {
                     reply_to: ReplyTo {
                         receptionist: self.me.clone(),
@@ -379,7 +403,10 @@ impl ReceptionistState {
                 }
             }
             ReceptionistProto::Publish { topic, payload } => {
-                self.pubsub.publish_bytes(&topic, &payload, trace);
+                let span = span_for(&self.remoting, "receptionist.publish", &topic, trace);
+                let _entered = span.as_ref().map(|m| m.span().enter());
+                self.pubsub
+                    .publish_bytes(&topic, &payload, onward(&span, trace));
             }
             ReceptionistProto::Subscribe { client, topic } => {
                 self.touch(&from, &client);
@@ -388,8 +415,12 @@ impl ReceptionistState {
                 let (node, name): (NodeAddress, Arc<str>) =
                     (from.address.clone(), client.as_str().into());
                 let forward = move |d: &Delivery<'_>| {
+                    let span =
+                        span_for(&remoting, "receptionist.forward", d.topic, d.trace_context);
+                    let _entered = span.as_ref().map(|m| m.span().enter());
+                    let trace = onward(&span, d.trace_context);
                     let f = frame(KIND_PUBLISHED, d.topic, None, d.payload);
-                    if let Err(e) = remoting.try_send_raw(&node, name.clone(), d.trace_context, f) {
+                    if let Err(e) = remoting.try_send_raw(&node, name.clone(), trace, f) {
                         debug!(client = %node, error = %e, "publish to a client not sent");
                     }
                     true
@@ -426,11 +457,13 @@ impl ReceptionistState {
                 correlation,
                 payload,
             } => {
+                let span = span_for(&self.remoting, "receptionist.reply", &client_name, trace);
+                let _entered = span.as_ref().map(|m| m.span().enter());
                 if let Some(b) = control(&ClientProto::Reply {
                     correlation,
                     payload,
                 }) {
-                    self.to_client(&client, &client_name, trace, b);
+                    self.to_client(&client, &client_name, onward(&span, trace), b);
                 }
             }
         }
@@ -447,9 +480,14 @@ impl Actor for Receptionist {
         myself: ActorRef<ReceptionistMsg>,
         a: ReceptionistArgs,
     ) -> Result<ReceptionistState, ActorProcessingErr> {
-        myself.send_interval(a.settings.check_interval, || ReceptionistMsg::Tick);
+        let depth = a.depth.clone();
+        myself.send_interval(a.settings.check_interval, move || {
+            depth.sent();
+            ReceptionistMsg::Tick
+        });
         Ok(ReceptionistState {
             me: a.remoting.self_address().address.clone(),
+            depth: a.depth,
             remoting: a.remoting,
             pubsub: a.pubsub,
             settings: a.settings,
@@ -464,6 +502,7 @@ impl Actor for Receptionist {
         msg: ReceptionistMsg,
         st: &mut ReceptionistState,
     ) -> Result<(), ActorProcessingErr> {
+        st.depth.taken();
         match msg {
             ReceptionistMsg::Remote(from, trace, p) => st.on_remote(from, trace, p).await,
             ReceptionistMsg::Snapshot(s) => {
@@ -509,6 +548,7 @@ impl Actor for Receptionist {
 pub struct ClusterReceptionist {
     actor: ActorRef<ReceptionistMsg>,
     pubsub: DistributedPubSub,
+    depth: MailboxDepth,
 }
 
 impl ClusterReceptionist {
@@ -520,6 +560,7 @@ impl ClusterReceptionist {
         settings: ReceptionistSettings,
     ) -> Result<Self, SpawnErr> {
         let name = settings.name.clone();
+        let depth = MailboxDepth::new();
         let (actor, _) = Actor::spawn(
             None,
             Receptionist,
@@ -527,22 +568,34 @@ impl ClusterReceptionist {
                 remoting: remoting.clone(),
                 pubsub: pubsub.clone(),
                 settings,
+                depth: depth.clone(),
             },
         )
         .await?;
-        remoting.register_with(&name, actor.clone(), |inb: Inbound<'_>| {
-            Ok(ReceptionistMsg::Remote(
+        let d = depth.clone();
+        remoting.register_with(&name, actor.clone(), move |inb: Inbound<'_>| {
+            let msg = ReceptionistMsg::Remote(
                 inb.from.clone(),
                 inb.trace_context.map(str::to_string),
                 postcard::from_bytes(inb.payload)?,
-            ))
+            );
+            d.sent();
+            Ok(msg)
         });
+        let d = depth.clone();
+        remoting.observe_mailbox(&name, move || d.get());
         let mut watch: watch::Receiver<ClusterSnapshot> = cluster.watch();
         let a = actor.clone();
+        let d = depth.clone();
         tokio::spawn(async move {
             loop {
                 let s = watch.borrow_and_update().clone();
-                if a.cast(ReceptionistMsg::Snapshot(s)).is_err() || watch.changed().await.is_err() {
+                d.sent();
+                if a.cast(ReceptionistMsg::Snapshot(s)).is_err() {
+                    d.taken();
+                    return;
+                }
+                if watch.changed().await.is_err() {
                     return;
                 }
             }
@@ -550,6 +603,7 @@ impl ClusterReceptionist {
         Ok(Self {
             actor,
             pubsub: pubsub.clone(),
+            depth,
         })
     }
 
@@ -599,6 +653,7 @@ impl ClusterReceptionist {
 
     /// Number of clients this receptionist currently knows.
     pub async fn clients(&self) -> usize {
+        self.depth.sent();
         ractor::call!(self.actor, ReceptionistMsg::Clients).unwrap_or(0)
     }
 }

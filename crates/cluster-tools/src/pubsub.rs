@@ -14,7 +14,13 @@
 //!   bucket lists the topic, and to no other node. The receiving node fans it out to its
 //!   local subscribers in the transport's reader task, without another hop. The W3C
 //!   trace context of the publish travels in the transport envelope and reaches every
-//!   subscriber in its [`Delivery`].
+//!   subscriber in its [`Delivery`]. On the receiving node a sampled context gets a
+//!   `pubsub.deliver` span (topic as `messaging.destination.name`) around the fan-out, and
+//!   the subscribers get that span's context; an unsampled one is handed on unchanged.
+//! - **Mailbox depth.** Every message into the mediator's mailbox is counted (the remote
+//!   control frames, the `Received` acknowledgement of each remote publish, ticks, snapshots,
+//!   subscriptions), and `/metrics` shows the depth as
+//!   `actor_mailbox_depth{actor_name="pubsub"}`.
 //! - **Groups.** A subscriber may join a group of a topic. [`DistributedPubSub::send_to_group`]
 //!   delivers a message to exactly one subscriber of the group: on this node when it has
 //!   one (local affinity), else on a random node that has one; there it picks the next
@@ -43,10 +49,12 @@ use ractor::{
 use rand::seq::IndexedRandom;
 use runtime::cluster::{Cluster, ClusterSnapshot};
 use runtime::membership::MemberStatus;
+use runtime::metrics::MailboxDepth;
 use runtime::remote::Inbound;
 use runtime::{NodeAddress, Remoting, SendError, SendPolicy, UniqueAddress};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use telemetry::MessageSpan;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -220,6 +228,9 @@ pub enum PubSubError {
 
 struct Shared {
     name: Arc<str>,
+    /// This node, for span attributes.
+    node: Arc<str>,
+    mailbox: MailboxDepth,
     local: RwLock<HashMap<String, LocalTopic>>,
     remote: RwLock<Arc<RemoteIndex>>,
     counters: Counters,
@@ -539,7 +550,11 @@ impl Actor for Mediator {
         myself: ActorRef<MediatorMsg>,
         a: MediatorArgs,
     ) -> Result<MediatorState, ActorProcessingErr> {
-        myself.send_interval(a.settings.gossip_interval, || MediatorMsg::Tick);
+        let depth = a.shared.mailbox.clone();
+        myself.send_interval(a.settings.gossip_interval, move || {
+            depth.sent();
+            MediatorMsg::Tick
+        });
         Ok(MediatorState {
             me: a.remoting.self_address().clone(),
             remoting: a.remoting,
@@ -557,6 +572,7 @@ impl Actor for Mediator {
         msg: MediatorMsg,
         st: &mut MediatorState,
     ) -> Result<(), ActorProcessingErr> {
+        st.shared.mailbox.taken();
         match msg {
             MediatorMsg::Subscribe {
                 topic,
@@ -631,11 +647,15 @@ impl Actor for Mediator {
     }
 }
 
-fn forward_snapshots(mut watch: watch::Receiver<ClusterSnapshot>, actor: ActorRef<MediatorMsg>) {
+fn forward_snapshots(
+    mut watch: watch::Receiver<ClusterSnapshot>,
+    actor: ActorRef<MediatorMsg>,
+    depth: MailboxDepth,
+) {
     tokio::spawn(async move {
         loop {
             let s = watch.borrow_and_update().clone();
-            if actor.cast(MediatorMsg::Snapshot(s)).is_err() {
+            if !tell(&actor, &depth, MediatorMsg::Snapshot(s)) {
                 return;
             }
             if watch.changed().await.is_err() {
@@ -643,6 +663,17 @@ fn forward_snapshots(mut watch: watch::Receiver<ClusterSnapshot>, actor: ActorRe
             }
         }
     });
+}
+
+/// Casts into the mediator's mailbox, counting the message in its depth; false when the
+/// mediator has stopped.
+fn tell(actor: &ActorRef<MediatorMsg>, depth: &MailboxDepth, msg: MediatorMsg) -> bool {
+    depth.sent();
+    let sent = actor.cast(msg).is_ok();
+    if !sent {
+        depth.taken();
+    }
+    sent
 }
 
 /// Handle to this node's pub-sub mediator; cheap to clone. See the [module docs](self).
@@ -662,6 +693,8 @@ impl DistributedPubSub {
     ) -> Result<Self, SpawnErr> {
         let shared = Arc::new(Shared {
             name: settings.name.as_str().into(),
+            node: remoting.node_label().clone(),
+            mailbox: MailboxDepth::new(),
             local: RwLock::new(HashMap::new()),
             remote: RwLock::new(Arc::new(RemoteIndex::default())),
             counters: Counters::default(),
@@ -678,9 +711,13 @@ impl DistributedPubSub {
         .await?;
         let sh = shared.clone();
         remoting.register_with(&settings.name, actor.clone(), move |inb: Inbound<'_>| {
-            receive(&sh, inb)
+            let msg = receive(&sh, inb)?;
+            sh.mailbox.sent();
+            Ok(msg)
         });
-        forward_snapshots(cluster.watch(), actor.clone());
+        let depth = shared.mailbox.clone();
+        remoting.observe_mailbox(&settings.name, move || depth.get());
+        forward_snapshots(cluster.watch(), actor.clone(), shared.mailbox.clone());
         Ok(Self {
             actor,
             remoting: remoting.clone(),
@@ -764,6 +801,7 @@ impl DistributedPubSub {
 
     async fn add(&self, topic: &str, group: Option<&str>, sub: Sub) -> Result<(), PubSubError> {
         let (topic, group) = (topic.to_string(), group.map(str::to_string));
+        self.shared.mailbox.sent();
         ractor::call!(self.actor, |reply| MediatorMsg::Subscribe {
             topic,
             group,
@@ -781,6 +819,7 @@ impl DistributedPubSub {
         id: SubscriberId,
     ) -> Result<(), PubSubError> {
         let (topic, group) = (topic.to_string(), group.map(str::to_string));
+        self.shared.mailbox.sent();
         ractor::call!(self.actor, |reply| MediatorMsg::Unsubscribe {
             topic,
             group,
@@ -792,7 +831,11 @@ impl DistributedPubSub {
 
     /// Removes every subscription of a subscriber.
     pub fn remove_subscriber(&self, id: SubscriberId) {
-        let _ = self.actor.cast(MediatorMsg::RemoveEverywhere(id));
+        tell(
+            &self.actor,
+            &self.shared.mailbox,
+            MediatorMsg::RemoveEverywhere(id),
+        );
     }
 
     /// Publishes `msg` to every plain subscriber of `topic` in the cluster, without
@@ -911,7 +954,7 @@ impl DistributedPubSub {
         };
         let (local, dead) = self.shared.deliver_plain(&d);
         if !dead.is_empty() {
-            let _ = self.actor.cast(MediatorMsg::Dead(dead));
+            tell(&self.actor, &self.shared.mailbox, MediatorMsg::Dead(dead));
         }
         let idx = self.shared.remote.read().expect("pubsub lock").clone();
         let targets = idx.plain.get(topic).cloned().unwrap_or_default();
@@ -953,7 +996,7 @@ impl DistributedPubSub {
             };
             let (ok, dead) = self.shared.deliver_group(group, &d);
             if !dead.is_empty() {
-                let _ = self.actor.cast(MediatorMsg::Dead(dead));
+                tell(&self.actor, &self.shared.mailbox, MediatorMsg::Dead(dead));
             }
             if ok {
                 return true;
@@ -991,6 +1034,7 @@ impl DistributedPubSub {
     /// knows them now.
     pub async fn subscriber_nodes(&self, topic: &str) -> Vec<NodeAddress> {
         let t = topic.to_string();
+        self.shared.mailbox.sent();
         ractor::call!(self.actor, |reply| MediatorMsg::Nodes(t, reply)).unwrap_or_default()
     }
 
@@ -1032,9 +1076,14 @@ fn receive(sh: &Shared, inb: Inbound<'_>) -> Result<MediatorMsg, postcard::Error
                 (None, rest)
             };
             sh.counters.frames_received.fetch_add(1, Ordering::Relaxed);
+            let delivering = MessageSpan::sampled("pubsub.deliver", &sh.node, inb.trace_context)
+                .map(|m| m.with_destination(topic));
+            let _entered = delivering.as_ref().map(|m| m.span().enter());
             let d = Delivery {
                 topic,
-                trace_context: inb.trace_context,
+                trace_context: delivering
+                    .as_ref()
+                    .map_or(inb.trace_context, |m| m.traceparent()),
                 payload,
             };
             let (reached, dead) = match group {

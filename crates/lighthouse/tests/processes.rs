@@ -310,7 +310,7 @@ fn a_node_with_the_wrong_cookie_is_refused() {
         .unwrap();
     let refused: u64 = metrics
         .lines()
-        .find(|l| l.starts_with("remote_handshakes_refused_total"))
+        .find(|l| l.starts_with("cluster_remote_handshakes_refused_total"))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap();

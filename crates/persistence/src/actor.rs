@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use telemetry::instruments::JournalMetrics;
 
 use crate::error::{PersistenceError, Result};
 use crate::group_commit::{GroupCommitConfig, GroupCommitWriter};
@@ -84,10 +85,25 @@ impl PersistenceHandle {
         snapshots: Arc<dyn SnapshotStore>,
         config: PersistenceConfig,
     ) -> Self {
+        Self::with_metrics(journal, snapshots, config, None)
+    }
+
+    /// Like [`PersistenceHandle::new`], with the group-commit writer recording each journal
+    /// call's duration and size in `metrics` (see [`crate::group_commit`]).
+    pub fn with_metrics(
+        journal: Arc<dyn Journal>,
+        snapshots: Arc<dyn SnapshotStore>,
+        config: PersistenceConfig,
+        metrics: Option<JournalMetrics>,
+    ) -> Self {
         let resilient: Arc<dyn Journal> =
             Arc::new(ResilientJournal::new(journal, config.retry, config.breaker));
         PersistenceHandle {
-            writer: GroupCommitWriter::spawn(resilient.clone(), config.group_commit),
+            writer: GroupCommitWriter::spawn_with_metrics(
+                resilient.clone(),
+                config.group_commit,
+                metrics,
+            ),
             journal: resilient,
             snapshots,
             replay_page: config.replay_page.max(1),

@@ -5,10 +5,17 @@
 //! them with a single [`Journal::write_messages`] call. While that call is in flight new writes
 //! queue up and form the next batch, so under load the number of store round trips per event
 //! drops with the number of busy entities, and an idle system still writes each event at once.
+//!
+//! With [`GroupCommitWriter::spawn_with_metrics`] every journal call is also recorded in the
+//! node's metrics: its duration (`db_client_operation_duration_seconds{db_operation_name=
+//! "journal.write"}`) and its number of events (`persistence_journal_write_batch_size`), once
+//! per batch, never per event.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
+use telemetry::instruments::JournalMetrics;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{PersistenceError, Result};
@@ -67,9 +74,18 @@ pub struct GroupCommitWriter {
 impl GroupCommitWriter {
     /// Starts the batching task on the current tokio runtime.
     pub fn spawn(journal: Arc<dyn Journal>, config: GroupCommitConfig) -> Self {
+        Self::spawn_with_metrics(journal, config, None)
+    }
+
+    /// Like [`GroupCommitWriter::spawn`], recording each journal call in `metrics`.
+    pub fn spawn_with_metrics(
+        journal: Arc<dyn Journal>,
+        config: GroupCommitConfig,
+        metrics: Option<JournalMetrics>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(GroupCommitStats::default());
-        tokio::spawn(run(journal, rx, config, stats.clone()));
+        tokio::spawn(run(journal, rx, config, stats.clone(), metrics));
         GroupCommitWriter { tx, stats }
     }
 
@@ -96,6 +112,7 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     config: GroupCommitConfig,
     stats: Arc<GroupCommitStats>,
+    metrics: Option<JournalMetrics>,
 ) {
     let max_events = config.max_batch_events.max(1);
     let mut carry: Option<Request> = None;
@@ -137,7 +154,12 @@ async fn run(
         stats.events.fetch_add(events as u64, Ordering::Relaxed);
         let n = writes.len();
         shared_since = (n > 1 && !config.min_interval.is_zero()).then_some(start);
-        match journal.write_messages(writes).await {
+        let started = Instant::now();
+        let written = journal.write_messages(writes).await;
+        if let Some(m) = &metrics {
+            m.record_write(started.elapsed(), events);
+        }
+        match written {
             Ok(results) if results.len() == n => {
                 for (reply, r) in replies.into_iter().zip(results) {
                     let _ = reply.send(r);
@@ -254,6 +276,47 @@ mod tests {
             batches < writes / 4,
             "expected batching, got {batches} batches for {writes} writes"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_journal_call_is_recorded_once_with_its_event_count() {
+        let metrics = telemetry::Metrics::standalone("persistence-test");
+        let w = GroupCommitWriter::spawn_with_metrics(
+            Arc::new(Slow(InMemoryStore::new())),
+            GroupCommitConfig::default(),
+            Some(JournalMetrics::new(metrics.meter(), "inmem")),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move {
+                w.write(write(&format!("p{i}"), 1)).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let text = metrics.render().unwrap();
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {series} in {text}"))
+        };
+        let batches = w.stats().batches.load(Ordering::Relaxed) as f64;
+        let size = r#"persistence_journal_write_batch_size_"#;
+        assert_eq!(
+            value(&format!(r#"{size}sum{{db_system_name="inmem"}}"#)),
+            50.0
+        );
+        assert_eq!(
+            value(&format!(r#"{size}count{{db_system_name="inmem"}}"#)),
+            batches
+        );
+        let took = value(
+            r#"db_client_operation_duration_seconds_sum{db_operation_name="journal.write",db_system_name="inmem"}"#,
+        );
+        // Each call sleeps 2 ms in the slow journal.
+        assert!(took >= 0.002 * batches, "{took} s for {batches} calls");
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@ use crate::address::{NodeAddress, UniqueAddress};
 use crate::discovery::Discovery;
 use crate::failure_detector::{FailureDetectorConfig, PhiAccrual};
 use crate::membership::{ClockOrder, Gossip, Member, MemberStatus, MinMembers, leader_actions};
+use crate::metrics::MailboxDepth;
 use crate::remote::Remoting;
 use crate::sbr::{self, SbrConfig};
 use crate::shutdown::{CoordinatedShutdown, Reason};
@@ -250,6 +251,8 @@ pub struct ClusterMetrics {
     pub heartbeats_received: AtomicU64,
     /// Members the resolver downed from this node.
     pub sbr_downed: AtomicU64,
+    /// Messages waiting in the daemon's mailbox (`actor_mailbox_depth{actor_name="cluster"}`).
+    pub mailbox: MailboxDepth,
 }
 
 type Subscriber = Box<dyn Fn(&ClusterEvent) -> bool + Send>;
@@ -931,12 +934,24 @@ impl Actor for Daemon {
         a: Args,
     ) -> Result<State, ActorProcessingErr> {
         let me = a.remoting.self_address().clone();
-        myself.send_interval(a.cfg.gossip_interval, || ClusterMsg::GossipTick);
-        myself.send_interval(a.cfg.failure_detector.heartbeat_interval, || {
+        // Every message into the mailbox is counted (`handle` counts it out).
+        let depth = a.metrics.mailbox.clone();
+        let d = depth.clone();
+        myself.send_interval(a.cfg.gossip_interval, move || {
+            d.sent();
+            ClusterMsg::GossipTick
+        });
+        let d = depth.clone();
+        myself.send_interval(a.cfg.failure_detector.heartbeat_interval, move || {
+            d.sent();
             ClusterMsg::HeartbeatTick
         });
-        myself.send_interval(a.cfg.join_retry_interval, || ClusterMsg::JoinTick);
-        let _ = myself.cast(ClusterMsg::JoinTick);
+        let d = depth.clone();
+        myself.send_interval(a.cfg.join_retry_interval, move || {
+            d.sent();
+            ClusterMsg::JoinTick
+        });
+        tell(&myself, &depth, ClusterMsg::JoinTick);
         Ok(State {
             me,
             remoting: a.remoting,
@@ -965,6 +980,7 @@ impl Actor for Daemon {
         msg: ClusterMsg,
         st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
+        st.metrics.mailbox.taken();
         match msg {
             ClusterMsg::Remote(from, p) => st.handle_remote(from, p),
             ClusterMsg::GossipTick => st.gossip_tick(),
@@ -983,6 +999,14 @@ impl Actor for Daemon {
             ClusterMsg::Subscribe(s) => st.subscribers.push(s),
         }
         Ok(())
+    }
+}
+
+/// Casts into the daemon's mailbox, counting the message in its depth.
+fn tell(actor: &ActorRef<ClusterMsg>, depth: &MailboxDepth, msg: ClusterMsg) {
+    depth.sent();
+    if actor.cast(msg).is_err() {
+        depth.taken();
     }
 }
 
@@ -1022,12 +1046,14 @@ impl Cluster {
             },
         )
         .await?;
-        remoting.register_with(CLUSTER_ACTOR, actor.clone(), |inb| {
-            Ok(ClusterMsg::Remote(
-                inb.from.clone(),
-                postcard::from_bytes(inb.payload)?,
-            ))
+        let depth = metrics.mailbox.clone();
+        remoting.register_with(CLUSTER_ACTOR, actor.clone(), move |inb| {
+            let msg = ClusterMsg::Remote(inb.from.clone(), postcard::from_bytes(inb.payload)?);
+            depth.sent();
+            Ok(msg)
         });
+        let depth = metrics.mailbox.clone();
+        remoting.observe_mailbox(CLUSTER_ACTOR, move || depth.get());
         let cluster = Self {
             actor,
             snapshot: snap_rx,
@@ -1122,21 +1148,31 @@ impl Cluster {
     where
         M: ractor::Message + From<ClusterEvent>,
     {
-        let _ = self
-            .actor
-            .cast(ClusterMsg::Subscribe(Box::new(move |e: &ClusterEvent| {
+        tell(
+            &self.actor,
+            &self.metrics.mailbox,
+            ClusterMsg::Subscribe(Box::new(move |e: &ClusterEvent| {
                 actor.cast(M::from(e.clone())).is_ok()
-            })));
+            })),
+        );
     }
 
     /// Asks the member at `address` to leave (gracefully).
     pub fn leave(&self, address: NodeAddress) {
-        let _ = self.actor.cast(ClusterMsg::Leave(address));
+        tell(
+            &self.actor,
+            &self.metrics.mailbox,
+            ClusterMsg::Leave(address),
+        );
     }
 
     /// Marks the member at `address` Down.
     pub fn down(&self, address: NodeAddress) {
-        let _ = self.actor.cast(ClusterMsg::Down(address));
+        tell(
+            &self.actor,
+            &self.metrics.mailbox,
+            ClusterMsg::Down(address),
+        );
     }
 
     /// Stops the daemon at once, without leaving (used by [`crate::node::Node::halt`]).

@@ -66,6 +66,10 @@ pub struct NodeConfig {
     pub pod_name: Option<String>,
     /// Time each coordinated-shutdown phase may take.
     pub shutdown_phase_timeout: Duration,
+    /// The meter provider whose instruments `/metrics` renders (a process's
+    /// `telemetry::init(..).metrics()`, or one per node when a process runs several);
+    /// `None` gives the node a provider of its own without OTLP push.
+    pub metrics: Option<telemetry::Metrics>,
 }
 
 impl NodeConfig {
@@ -86,6 +90,7 @@ impl NodeConfig {
             }),
             pod_name: None,
             shutdown_phase_timeout: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -677,6 +682,7 @@ impl NodeArgs {
             management,
             pod_name: self.pod_name.clone(),
             shutdown_phase_timeout: Duration::from_secs(10),
+            metrics: None,
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod failure_detector;
 pub mod http_client;
 pub mod management;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod sbr;
 pub mod shutdown;

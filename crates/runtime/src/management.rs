@@ -7,15 +7,13 @@
 //! | `GET /cluster/members` | JSON: selfNode, leader, oldest, members (node, nodeUid, status, roles, reachable), unreachable |
 //! | `PUT /cluster/members/{address}` | body `{"operation":"leave"}` / `operation=down` (form) / `?operation=leave`: leave or down that member |
 //! | `GET /cluster/events` | newline-delimited JSON: the current state, then every cluster event as it happens |
-//! | `GET /metrics` | Prometheus text: members by status, unreachable members, gossip and heartbeat counters, messages per peer |
+//! | `GET /metrics` | Prometheus text of the node's [`telemetry::Metrics`]: the runtime's instruments (see [`crate::metrics`]) and whatever the services registered on the same provider |
 //!
 //! Mutating routes require `Authorization: Bearer <MANAGEMENT_TOKEN>` when a token is
 //! configured; without one they answer only clients on loopback.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -25,6 +23,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -32,7 +31,6 @@ use tracing::{info, warn};
 use crate::address::NodeAddress;
 use crate::cluster::{Cluster, ClusterEvent};
 use crate::membership::MemberStatus;
-use crate::remote::Remoting;
 
 /// Where the management API listens.
 #[derive(Clone, Debug)]
@@ -51,7 +49,7 @@ pub struct ManagementConfig {
 #[derive(Clone)]
 struct AppState {
     cluster: Cluster,
-    remoting: Remoting,
+    metrics: Metrics,
     token: Option<String>,
 }
 
@@ -80,17 +78,18 @@ fn message(status: StatusCode, text: impl Into<String>) -> Response {
 }
 
 /// Starts the API; it stops when `stop` is cancelled. Returns the bound address.
+/// `/metrics` renders `metrics`.
 pub async fn serve(
     cfg: &ManagementConfig,
     cluster: Cluster,
-    remoting: Remoting,
+    metrics: Metrics,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind((cfg.host.as_str(), cfg.port)).await?;
     let addr = listener.local_addr()?;
     let state = AppState {
         cluster,
-        remoting,
+        metrics,
         token: cfg.token.clone(),
     };
     let app = Router::new()
@@ -99,7 +98,7 @@ pub async fn serve(
         .route("/cluster/members", get(members))
         .route("/cluster/members/{address}", get(member).put(operate))
         .route("/cluster/events", get(events))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_text))
         .with_state(state);
     let app = match &cfg.routes {
         Some(extra) => app.merge(extra.clone()),
@@ -270,159 +269,16 @@ async fn events(State(s): State<AppState>) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// Renders the node's metrics in the Prometheus text format.
-pub fn render_metrics(cluster: &Cluster, remoting: &Remoting) -> String {
-    let st = cluster.state();
-    let me = esc(&st.self_node);
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "# HELP cluster_members Members by status, as seen by this node."
-    );
-    let _ = writeln!(o, "# TYPE cluster_members gauge");
-    for status in [
-        MemberStatus::Joining,
-        MemberStatus::Up,
-        MemberStatus::Leaving,
-        MemberStatus::Exiting,
-        MemberStatus::Down,
-    ] {
-        let n = st.members.iter().filter(|m| m.status == status).count();
-        let _ = writeln!(
-            o,
-            "cluster_members{{node=\"{me}\",status=\"{status}\"}} {n}"
-        );
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    match s.metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                telemetry::metrics::PROMETHEUS_CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
-    let _ = writeln!(
-        o,
-        "# HELP cluster_unreachable_members Members some member cannot reach."
-    );
-    let _ = writeln!(o, "# TYPE cluster_unreachable_members gauge");
-    let _ = writeln!(
-        o,
-        "cluster_unreachable_members{{node=\"{me}\"}} {}",
-        st.unreachable.len()
-    );
-    let _ = writeln!(o, "# HELP cluster_self_up 1 when this node is Up.");
-    let _ = writeln!(o, "# TYPE cluster_self_up gauge");
-    let up = u8::from(st.self_status == Some(MemberStatus::Up));
-    let _ = writeln!(o, "cluster_self_up{{node=\"{me}\"}} {up}");
-    let _ = writeln!(
-        o,
-        "# HELP cluster_is_leader 1 when this node is the leader."
-    );
-    let _ = writeln!(o, "# TYPE cluster_is_leader gauge");
-    let leader = u8::from(st.leader.as_deref() == Some(st.self_node.as_str()));
-    let _ = writeln!(o, "cluster_is_leader{{node=\"{me}\"}} {leader}");
-    let m = cluster.metrics();
-    for (name, help, v) in [
-        (
-            "cluster_gossip_sent_total",
-            "Gossip messages sent.",
-            &m.gossip_sent,
-        ),
-        (
-            "cluster_gossip_received_total",
-            "Gossip messages received.",
-            &m.gossip_received,
-        ),
-        (
-            "cluster_heartbeats_sent_total",
-            "Heartbeats sent.",
-            &m.heartbeats_sent,
-        ),
-        (
-            "cluster_heartbeats_received_total",
-            "Heartbeats received.",
-            &m.heartbeats_received,
-        ),
-        (
-            "cluster_sbr_downed_total",
-            "Members downed by this node's split-brain resolver.",
-            &m.sbr_downed,
-        ),
-    ] {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} counter");
-        let _ = writeln!(o, "{name}{{node=\"{me}\"}} {}", v.load(Ordering::Relaxed));
-    }
-    let peers = remoting.peer_stats();
-    for (name, help, kind, f) in [
-        (
-            "remote_messages_sent_total",
-            "Messages written to a peer.",
-            "counter",
-            (|p: &crate::remote::PeerStat| p.sent) as fn(&crate::remote::PeerStat) -> u64,
-        ),
-        (
-            "remote_messages_received_total",
-            "Messages received from a peer.",
-            "counter",
-            |p| p.received,
-        ),
-        (
-            "remote_messages_dropped_total",
-            "Messages dropped while the link to a peer was down.",
-            "counter",
-            |p| p.dropped,
-        ),
-        (
-            "remote_frames_sent_total",
-            "Frames written to a peer.",
-            "counter",
-            |p| p.frames_out,
-        ),
-        (
-            "remote_peer_connected",
-            "1 while a connection to the peer is open.",
-            "gauge",
-            |p| u64::from(p.connected),
-        ),
-    ] {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} {kind}");
-        for p in &peers {
-            let _ = writeln!(
-                o,
-                "{name}{{node=\"{me}\",peer=\"{}\"}} {}",
-                esc(&p.address.to_string()),
-                f(p)
-            );
-        }
-    }
-    let t = remoting.stats();
-    for (name, help, v) in [
-        (
-            "remote_handshakes_refused_total",
-            "Inbound connections refused in the handshake.",
-            t.handshakes_refused,
-        ),
-        (
-            "remote_frames_malformed_total",
-            "Connections closed for a malformed or oversized frame.",
-            t.frames_malformed,
-        ),
-        (
-            "remote_unknown_recipient_total",
-            "Messages for a name nobody registered.",
-            t.unknown_recipient,
-        ),
-    ] {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} counter");
-        let _ = writeln!(o, "{name}{{node=\"{me}\"}} {v}");
-    }
-    o
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render_metrics(&s.cluster, &s.remoting),
-    )
-        .into_response()
 }

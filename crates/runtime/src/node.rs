@@ -4,10 +4,19 @@
 //!
 //! A [`Node`] holds no process-global state, so many nodes can run in one process (the
 //! sandbox and the tests do).
+//!
+//! Logs, traces and metrics are set up by the process, not here: every binary calls
+//! `telemetry::init(service)` first (the services through `host`), which installs the one
+//! `tracing` subscriber of the process and gives the meter provider that goes into
+//! [`NodeConfig::metrics`]. The runtime depends on `telemetry` (not the other way round,
+//! and not through `host`) because it is itself instrumented: its transport records the
+//! `remote.receive` spans and its management port serves the provider's Prometheus text;
+//! both crates are trading-agnostic, so the runtime stays so.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -17,6 +26,7 @@ use crate::config::NodeConfig;
 use crate::discovery::Discovery;
 use crate::handshake::DEFAULT_COOKIE;
 use crate::management;
+use crate::metrics::NodeInstruments;
 use crate::remote::Remoting;
 use crate::shutdown::{CoordinatedShutdown, Reason};
 
@@ -38,6 +48,8 @@ pub enum NodeError {
 pub struct Node {
     remoting: Remoting,
     cluster: Cluster,
+    metrics: Metrics,
+    _instruments: NodeInstruments,
     shutdown: CoordinatedShutdown,
     management_addr: Option<SocketAddr>,
     stop_management: CancellationToken,
@@ -71,17 +83,20 @@ impl Node {
         let shutdown = CoordinatedShutdown::new(cfg.shutdown_phase_timeout);
         let roles = cfg.cluster.roles.clone();
         let cluster = Cluster::start(remoting.clone(), cfg.cluster, shutdown.clone()).await?;
+        let metrics = cfg
+            .metrics
+            .take()
+            .unwrap_or_else(|| Metrics::standalone(&remoting.self_address().address.to_string()));
+        let instruments = crate::metrics::register(&metrics, &cluster, &remoting);
         let stop_management = CancellationToken::new();
         let management_addr = match &cfg.management {
             Some(m) => {
-                let addr = management::serve(
-                    m,
-                    cluster.clone(),
-                    remoting.clone(),
-                    stop_management.clone(),
-                )
-                .await
-                .map_err(|e| NodeError::BindManagement(format!("{}:{}", m.host, m.port), e))?;
+                let addr =
+                    management::serve(m, cluster.clone(), metrics.clone(), stop_management.clone())
+                        .await
+                        .map_err(|e| {
+                            NodeError::BindManagement(format!("{}:{}", m.host, m.port), e)
+                        })?;
                 Some(addr)
             }
             None => None,
@@ -104,6 +119,8 @@ impl Node {
         Ok(Node {
             remoting,
             cluster,
+            metrics,
+            _instruments: instruments,
             shutdown,
             management_addr,
             stop_management,
@@ -123,6 +140,12 @@ impl Node {
     /// Membership.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// The node's meter provider: `/metrics` renders it; services add their instruments to
+    /// it (`node.metrics().meter()`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The coordinated shutdown (add tasks to its phases here).

@@ -34,7 +34,12 @@
 //!   mediator, the receptionist). The reader task decodes a message and `cast`s it into
 //!   the target actor's mailbox; no intermediate actor or queue.
 //! - **Trace context.** Every envelope has an optional W3C `traceparent` field
-//!   ([`crate::wire`]), handed to the receiver with the message.
+//!   ([`crate::wire`]), handed to the receiver with the message. When the context is
+//!   sampled and this node exports traces, the reader records a `remote.receive` span
+//!   (a child of the sender's span, with the recipient as `messaging.destination.name`)
+//!   around decoding and delivering the message, and hands the recipient that span's
+//!   context instead; an unsampled context is handed on unchanged and costs no span (see
+//!   [`telemetry::MessageSpan`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -49,6 +54,7 @@ use futures::StreamExt;
 use ractor::ActorRef;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use telemetry::MessageSpan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -256,6 +262,8 @@ pub struct PeerStat {
     pub dropped: u64,
     /// Frames written.
     pub frames_out: u64,
+    /// Messages waiting in the send queue now.
+    pub queued: u64,
 }
 
 /// Transport-wide counters.
@@ -269,8 +277,13 @@ pub struct TransportStats {
     pub unknown_recipient: u64,
 }
 
+type DepthFn = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 struct Inner {
     me: UniqueAddress,
+    /// `me.address` as text, for span attributes (formatted once).
+    label: Arc<str>,
+    mailboxes: RwLock<Vec<(Arc<str>, DepthFn)>>,
     bound_port: u16,
     cfg: RemotingConfig,
     registry: RwLock<Arc<HashMap<String, Arc<DeliverFn>>>>,
@@ -306,6 +319,8 @@ impl Remoting {
             cfg.public_port.unwrap_or(port),
         ));
         let inner = Arc::new(Inner {
+            label: me.address.to_string().into(),
+            mailboxes: RwLock::new(Vec::new()),
             me,
             bound_port: port,
             cfg,
@@ -326,6 +341,27 @@ impl Remoting {
     /// This node's unique address.
     pub fn self_address(&self) -> &UniqueAddress {
         &self.inner.me
+    }
+
+    /// This node's address as text (`akka.tcp://system@host:port`), formatted once: the
+    /// `cluster.node` attribute of the spans recorded on this node.
+    pub fn node_label(&self) -> &Arc<str> {
+        &self.inner.label
+    }
+
+    /// Reports the mailbox depth of the system actor `name` on `/metrics`
+    /// (`actor_mailbox_depth{actor_name=...}`); `depth` is called at each collection.
+    /// Registering a name again replaces the earlier function.
+    pub fn observe_mailbox(&self, name: &str, depth: impl Fn() -> i64 + Send + Sync + 'static) {
+        let mut m = self.inner.mailboxes.write().expect("mailboxes lock");
+        m.retain(|(n, _)| &**n != name);
+        m.push((name.into(), Arc::new(depth)));
+    }
+
+    /// The mailbox depths registered with [`Remoting::observe_mailbox`], now.
+    pub fn mailbox_depths(&self) -> Vec<(Arc<str>, i64)> {
+        let m = self.inner.mailboxes.read().expect("mailboxes lock");
+        m.iter().map(|(n, f)| (n.clone(), f())).collect()
     }
 
     /// The port actually bound (differs from the advertised one with `public_port`).
@@ -486,6 +522,7 @@ impl Remoting {
                 received: p.stats.received.load(Ordering::Relaxed),
                 dropped: p.stats.dropped.load(Ordering::Relaxed),
                 frames_out: p.stats.frames_out.load(Ordering::Relaxed),
+                queued: (p.tx.max_capacity() - p.tx.capacity()) as u64,
             })
             .collect();
         v.sort_by(|a, b| a.address.cmp(&b.address));
@@ -1021,9 +1058,18 @@ async fn reader(
             n += 1;
             match reg.get(env.recipient) {
                 Some(f) => {
+                    // Only a sampled context gets a span (see the module documentation).
+                    let received =
+                        MessageSpan::sampled("remote.receive", &inner.label, env.trace_context)
+                            .map(|r| r.with_destination(env.recipient));
+                    let _entered = received.as_ref().map(|r| r.span().enter());
+                    let trace_context = match &received {
+                        Some(r) => r.traceparent(),
+                        None => env.trace_context,
+                    };
                     if let Err(e) = f(Inbound {
                         from: &from,
-                        trace_context: env.trace_context,
+                        trace_context,
                         payload: env.payload,
                     }) {
                         debug!(recipient = env.recipient, error = %e, "message dropped");

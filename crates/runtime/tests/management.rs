@@ -4,6 +4,7 @@ mod support;
 
 use std::time::Duration;
 
+use prometheus_parse::{Scrape, Value};
 use runtime::NodeAddress;
 use runtime::cluster::ClusterSnapshot;
 use runtime::http_client::{percent_encode, request};
@@ -123,68 +124,73 @@ async fn probes_members_and_operations() {
     assert_eq!(a.cluster().state().self_status, Some(MemberStatus::Up));
 }
 
+/// One sample of a scrape: `metric{labels}` must match exactly one sample.
+fn sample(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<&prometheus_parse::Sample> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect();
+    assert_eq!(found.len(), 1, "{metric} {labels:?}: {found:?}");
+    match found[0].value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+        ref other => panic!("{metric}: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_prometheus_text_and_move() {
     let a = start(&[], &[]).await;
     let b = start(&[a.address().address.clone()], &[]).await;
     assert!(wait_all(&[&a, &b], Duration::from_secs(10), |v| all_up(v, 2)).await);
     let get = || async {
-        request("GET", &format!("{}/metrics", base(&a)), None, None, T)
+        let (code, text) = request("GET", &format!("{}/metrics", base(&a)), None, None, T)
             .await
-            .unwrap()
-    };
-    let (code, text) = get().await;
-    assert_eq!(code, 200);
-    let mut samples = std::collections::HashMap::new();
-    for line in text.lines() {
-        if line.starts_with('#') {
+            .unwrap();
+        assert_eq!(code, 200);
+        for line in text.lines().filter(|l| l.starts_with('#')) {
             assert!(
                 line.starts_with("# HELP ") || line.starts_with("# TYPE "),
                 "{line}"
             );
-            continue;
         }
-        // name{labels} value
-        let (series, value) = line.rsplit_once(' ').expect("sample line");
-        let value: f64 = value.parse().expect("numeric value");
-        let name = series.split('{').next().unwrap();
-        assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "{name}"
-        );
-        if let Some(labels) = series.strip_prefix(name) {
-            assert!(
-                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
-                "{line}"
-            );
-        }
-        samples.insert(series.to_string(), value);
-    }
-    let me = a.address().address.to_string();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        Scrape::parse(lines).expect("Prometheus text")
+    };
+    let scrape = get().await;
     assert_eq!(
-        samples[&format!("cluster_members{{node=\"{me}\",status=\"up\"}}")],
+        scrape.docs["cluster_members"],
+        "Cluster members seen by this node, by status"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "cluster_members",
+            &[("cluster_member_status", "up")]
+        ),
         2.0
     );
     assert_eq!(
-        samples[&format!("cluster_unreachable_members{{node=\"{me}\"}}")],
+        sample(
+            &scrape,
+            "cluster_members",
+            &[("cluster_member_status", "down")]
+        ),
         0.0
     );
-    let hb = |s: &std::collections::HashMap<String, f64>| {
-        s[&format!("cluster_heartbeats_received_total{{node=\"{me}\"}}")]
-    };
-    let before = hb(&samples);
-    let peer = format!(
-        "remote_messages_sent_total{{node=\"{me}\",peer=\"{}\"}}",
-        b.address().address
-    );
-    assert!(samples[&peer] > 0.0);
+    assert_eq!(sample(&scrape, "cluster_members_unreachable", &[]), 0.0);
+    assert_eq!(sample(&scrape, "cluster_node_up", &[]), 1.0);
+    let peer = b.address().address.to_string();
+    let peer = [("cluster_peer_address", peer.as_str())];
+    assert!(sample(&scrape, "messaging_client_sent_messages_total", &peer) > 0.0);
+    assert!(sample(&scrape, "messaging_client_consumed_messages_total", &peer) > 0.0);
+    assert_eq!(sample(&scrape, "cluster_remote_peer_connected", &peer), 1.0);
+    assert!(sample(&scrape, "actor_mailbox_depth", &[("actor_name", "cluster")]) >= 0.0);
+    let before = sample(&scrape, "cluster_heartbeats_received_total", &[]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, text) = get().await;
-    let after: f64 = text
-        .lines()
-        .find(|l| l.starts_with("cluster_heartbeats_received_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    assert!(after > before, "heartbeat counter moves");
+    let after = sample(&get().await, "cluster_heartbeats_received_total", &[]);
+    assert!(
+        after > before,
+        "heartbeat counter moves: {before} -> {after}"
+    );
 }
