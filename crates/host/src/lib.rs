@@ -8,8 +8,9 @@
 //!   statistics the management port serves ([`ServiceNode`]);
 //! - [`start`]: the start sequence of every `main`, with its exit codes.
 //!
-//! A service's `main` is then: parse [`HostArgs`], open [`Stores`], start a [`ServiceNode`],
-//! start its own regions and actors on it, and [`ServiceNode::run`] until it leaves.
+//! A service's `main` is then: parse [`HostArgs`], [`init_telemetry`], open [`Stores`],
+//! start a [`ServiceNode`], start its own regions and actors on it, and
+//! [`ServiceNode::run`] until it leaves.
 
 pub mod args;
 pub mod service;
@@ -18,7 +19,7 @@ pub mod stores;
 
 pub use args::{HostArgs, StoreConfig};
 pub use service::{ServiceError, ServiceNode};
-pub use start::{StartFailure, start_service};
+pub use start::{StartFailure, init_telemetry, start_service};
 pub use stores::Stores;
 
 /// Microseconds since the Unix epoch, the time unit of the domain's timestamps.

@@ -1,7 +1,8 @@
 //! A started service node: the runtime node, distributed pub-sub on it, and the sharding
-//! registry that the node's management port serves as `GET /cluster/shards/{type}`.
+//! registry that the node's management port serves as `GET /cluster/shards/{type}` and
+//! whose regions' shard, entity and hand-off counts its `/metrics` shows.
 
-use cluster_sharding::ShardingRegistry;
+use cluster_sharding::{ShardingInstruments, ShardingRegistry};
 use cluster_tools::pubsub::{DistributedPubSub, PubSubSettings};
 use runtime::NodeConfig;
 use runtime::node::{Node, NodeError};
@@ -25,11 +26,13 @@ pub struct ServiceNode {
     pub pubsub: DistributedPubSub,
     /// The sharded types of this node (add each region after starting it).
     pub sharding: ShardingRegistry,
+    _sharding_metrics: ShardingInstruments,
 }
 
 impl ServiceNode {
     /// Starts the node, its pub-sub mediator, and serves the sharding statistics on the
-    /// management port.
+    /// management port (`config.metrics` is the provider `/metrics` renders; see
+    /// `runtime::NodeConfig`).
     pub async fn start(mut config: NodeConfig) -> Result<ServiceNode, ServiceError> {
         let sharding = ShardingRegistry::new();
         if let Some(management) = config.management.as_mut() {
@@ -39,10 +42,12 @@ impl ServiceNode {
         let pubsub =
             DistributedPubSub::start(node.cluster(), node.remoting(), PubSubSettings::default())
                 .await?;
+        let sharding_metrics = sharding.register_metrics(node.metrics());
         Ok(ServiceNode {
             node,
             pubsub,
             sharding,
+            _sharding_metrics: sharding_metrics,
         })
     }
 

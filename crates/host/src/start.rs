@@ -1,8 +1,21 @@
-//! The start sequence every service `main` shares: check the configuration (a wrong value
-//! stops the start with a message that names its variable, exit code 2), open the store when
-//! the service persists (exit code 1 when it cannot), and start the service node.
+//! The start sequence every service `main` shares: set telemetry up ([`init_telemetry`]:
+//! logs, traces, metrics from `RUST_LOG`, `LOG_FORMAT` and the `OTEL_*` variables), check
+//! the configuration (a wrong value stops the start with a message that names its variable,
+//! exit code 2), open the store when the service persists (exit code 1 when it cannot), and
+//! start the service node with the process's meter provider (its `/metrics`).
+//!
+//! ```text
+//! fn main() {
+//!     let cli = Cli::parse();
+//!     let telemetry = host::init_telemetry("pricing");
+//!     let code = run(cli, telemetry.metrics());    // #[tokio::main] async fn run(..) -> i32
+//!     drop(telemetry);                              // flushes the last spans and metrics
+//!     std::process::exit(code);
+//! }
+//! ```
 
 use runtime::ServiceDefaults;
+use telemetry::{Metrics, TelemetryGuard};
 
 use crate::args::HostArgs;
 use crate::service::ServiceNode;
@@ -41,22 +54,40 @@ impl StartFailure {
     }
 }
 
-/// Resolves the configuration, opens the store if `persistent`, and starts the node.
+/// `telemetry::init(service)`: the process's one `tracing` subscriber (logs, and traces when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set) and its meter provider. `OTEL_SERVICE_NAME`
+/// defaults to `service`. A wrong value exits with code 2 and a message naming the
+/// variable. Call it once, before the tokio runtime starts, and keep the guard until the
+/// end of `main` (dropping it flushes what is pending).
+pub fn init_telemetry(service: &str) -> TelemetryGuard {
+    telemetry::init(service).unwrap_or_else(|e| {
+        StartFailure {
+            code: 2,
+            message: e.to_string(),
+        }
+        .exit()
+    })
+}
+
+/// Resolves the configuration, opens the store if `persistent` (recording journal writes on
+/// `metrics`), and starts the node (serving `metrics` on its management port).
 pub async fn start_service(
     args: &HostArgs,
     defaults: &ServiceDefaults,
     persistent: bool,
+    metrics: &Metrics,
 ) -> Result<(ServiceNode, Option<Stores>), StartFailure> {
-    let config = args.node.resolve(defaults).map_err(|e| StartFailure {
+    let mut config = args.node.resolve(defaults).map_err(|e| StartFailure {
         code: 2,
         message: e.to_string(),
     })?;
+    config.metrics = Some(metrics.clone());
     let stores = if persistent {
         let store = args.store().map_err(|e| StartFailure {
             code: 2,
             message: e.to_string(),
         })?;
-        let stores = Stores::open(&store)
+        let stores = Stores::open_with_metrics(&store, Some(metrics))
             .await
             .map_err(|e| StartFailure::new(format!("cannot open the journal: {e}")))?;
         tracing::info!(store = %stores.description, "journal opened");

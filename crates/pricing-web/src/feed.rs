@@ -3,6 +3,10 @@
 //! update to the [`PriceHub`], and, whenever it (re)connects, asks the `price-history`
 //! service for each ticker's history so a fresh dashboard starts with charts, not blanks.
 //! The hub skips points it already has, so history and live updates never double.
+//!
+//! A price update whose publish was traced (sampled) is handed to the hub inside a
+//! `websocket.push` span, child of the pricing node's publish, so the trace of an order ends
+//! with its push to the browsers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use domain::PriceUpdate;
 use domain::protocol::{PRICE_HISTORY_SERVICE, PriceCommand, PriceHistory, topics};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use runtime::{NodeAddress, Remoting};
+use telemetry::MessageSpan;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
@@ -22,29 +27,44 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a history request may take.
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A published price and the trace context it came with.
+pub struct Priced {
+    update: PriceUpdate,
+    trace: Option<Box<str>>,
+}
+
 /// Hands published prices to the hub.
 struct Forwarder;
 
+/// The forwarder's hub and this process's node label (for spans).
+struct ForwarderState {
+    hub: Arc<PriceHub>,
+    node: Arc<str>,
+}
+
 impl Actor for Forwarder {
-    type Msg = PriceUpdate;
-    type State = Arc<PriceHub>;
-    type Arguments = Arc<PriceHub>;
+    type Msg = Priced;
+    type State = ForwarderState;
+    type Arguments = ForwarderState;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<PriceUpdate>,
-        hub: Arc<PriceHub>,
-    ) -> Result<Arc<PriceHub>, ActorProcessingErr> {
-        Ok(hub)
+        _myself: ActorRef<Priced>,
+        state: ForwarderState,
+    ) -> Result<ForwarderState, ActorProcessingErr> {
+        Ok(state)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<PriceUpdate>,
-        update: PriceUpdate,
-        hub: &mut Arc<PriceHub>,
+        _myself: ActorRef<Priced>,
+        priced: Priced,
+        st: &mut ForwarderState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Err(e) = hub.publish(&update) {
+        let span = MessageSpan::sampled("websocket.push", &st.node, priced.trace.as_deref())
+            .map(|m| m.with_destination("/ws"));
+        let _entered = span.as_ref().map(|m| m.span().enter());
+        if let Err(e) = st.hub.publish(&priced.update) {
             debug!(error = %e, "update for a ticker this dashboard does not show");
         }
         Ok(())
@@ -56,7 +76,7 @@ pub struct PriceFeed {
     /// The cluster client.
     pub client: ClusterClient,
     watcher: JoinHandle<()>,
-    forwarder: ActorRef<PriceUpdate>,
+    forwarder: ActorRef<Priced>,
 }
 
 impl PriceFeed {
@@ -69,12 +89,21 @@ impl PriceFeed {
         let client = ClusterClient::start(remoting, ClientSettings::new(contacts))
             .await
             .map_err(|e| e.to_string())?;
-        let (forwarder, _) = Actor::spawn(None, Forwarder, hub.clone())
+        let state = ForwarderState {
+            hub: hub.clone(),
+            node: remoting.node_label().clone(),
+        };
+        let (forwarder, _) = Actor::spawn(None, Forwarder, state)
             .await
             .map_err(|e| e.to_string())?;
         for &t in hub.tickers() {
             client
-                .subscribe(&topics::prices(t), forwarder.clone())
+                .subscribe_with(&topics::prices(t), forwarder.clone(), |d| {
+                    Ok(Priced {
+                        update: d.decode()?,
+                        trace: d.trace_context.map(Into::into),
+                    })
+                })
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -10,6 +10,7 @@
 //! | `GET /api/prices/{ticker}` | that ticker's kept history; 400 for a malformed symbol, 404 for one not shown |
 //! | `GET /alive` | 200 while the process serves |
 //! | `GET /ready` | 200 once the price feed is connected, else 503 |
+//! | `GET /metrics` | Prometheus text of the process's metrics (see [`crate::metrics`]), when given a [`Metrics`] |
 //!
 //! Bad input only ever affects its own connection: a malformed or oversized WebSocket frame
 //! closes that socket; what browsers send is otherwise ignored.
@@ -25,6 +26,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use domain::Ticker;
 use serde::Serialize;
+use telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -35,9 +37,9 @@ use crate::protocol::PricePoint;
 /// Largest WebSocket message accepted from a browser (browsers send nothing we act on).
 const MAX_INBOUND_MESSAGE: usize = 16 * 1024;
 
-/// The routes, bound to `hub`.
-pub fn router(hub: Arc<PriceHub>) -> Router {
-    Router::new()
+/// The routes, bound to `hub`; `/metrics` renders `metrics` when given.
+pub fn router(hub: Arc<PriceHub>, metrics: Option<Metrics>) -> Router {
+    let app = Router::new()
         .route("/", get(index))
         .route("/assets/{*path}", get(asset))
         .route(
@@ -49,16 +51,25 @@ pub fn router(hub: Arc<PriceHub>) -> Router {
         .route("/api/prices/{ticker}", get(prices))
         .route("/alive", get(|| async { "alive" }))
         .route("/ready", get(ready))
-        .with_state(hub)
+        .with_state(hub);
+    match metrics {
+        Some(m) => app.merge(
+            Router::new()
+                .route("/metrics", get(metrics_text))
+                .with_state(m),
+        ),
+        None => app,
+    }
 }
 
 /// Serves the routes on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<PriceHub>,
+    metrics: Option<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(hub))
+    axum::serve(listener, router(hub, metrics))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -78,6 +89,20 @@ async fn asset(Path(path): Path<String>) -> Response {
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+async fn metrics_text(State(metrics): State<Metrics>) -> Response {
+    match metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                telemetry::metrics::PROMETHEUS_CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 

@@ -11,11 +11,13 @@
 //!   library, compiled into the binary so the dashboard works offline.
 //! - [`protocol`]: the JSON messages pushed over the WebSocket;
 //! - [`feed`]: the cluster client that feeds the hub from the pricing nodes.
+//! - [`metrics`]: what its `/metrics` shows (browsers connected, the transport's counters).
 
 pub mod assets;
 pub mod feed;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 
 pub use feed::PriceFeed;

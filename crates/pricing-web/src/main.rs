@@ -7,6 +7,8 @@
 //! `CLUSTER_CONTACTS` lists the pricing nodes' cluster addresses (`host:port` or
 //! `akka.tcp://AkkaTrader@host:port`, comma separated); the transport flags (`CLUSTER_IP`,
 //! `CLUSTER_PORT`, `CLUSTER_COOKIE`, ...) are the members' ones. SIGTERM/Ctrl-C stops it.
+//! Logs, traces and metrics follow `RUST_LOG`, `LOG_FORMAT` and the `OTEL_*` variables
+//! (`telemetry::init("pricing-web")`); `/metrics` is on the HTTP port.
 
 use std::net::SocketAddr;
 
@@ -14,6 +16,7 @@ use clap::Parser;
 use domain::Ticker;
 use pricing_web::{PriceFeed, PriceHub};
 use runtime::{Remoting, ServiceDefaults};
+use telemetry::Metrics;
 
 /// Command line of `pricing-web`.
 #[derive(Debug, Parser)]
@@ -48,10 +51,16 @@ fn fail(code: i32, message: String) -> ! {
     std::process::exit(code)
 }
 
-#[tokio::main]
-async fn main() {
-    runtime::node::init_tracing();
+fn main() {
     let cli = Cli::parse();
+    let telemetry = telemetry::init("pricing-web").unwrap_or_else(|e| fail(2, e.to_string()));
+    run(cli, telemetry.metrics());
+    // Flushes the last spans and metrics.
+    drop(telemetry);
+}
+
+#[tokio::main]
+async fn run(cli: Cli, metrics: &Metrics) {
     // Only the transport part of the node settings is used: pricing-web never joins, so it
     // needs no seeds (self_seed only keeps the membership part of the check satisfied).
     let config = cli
@@ -90,8 +99,10 @@ async fn main() {
     let feed = PriceFeed::start(&remoting, contacts, hub.clone())
         .await
         .unwrap_or_else(|e| fail(1, format!("cannot start the price feed: {e}")));
+    let _instruments = pricing_web::metrics::register(metrics, &hub, Some(&remoting));
     tracing::info!(%http, "dashboard listening");
-    let served = pricing_web::http::serve(listener, hub, shutdown_signal()).await;
+    let served =
+        pricing_web::http::serve(listener, hub, Some(metrics.clone()), shutdown_signal()).await;
     feed.stop();
     remoting
         .shutdown(std::time::Duration::from_millis(200))

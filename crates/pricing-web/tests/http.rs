@@ -121,6 +121,45 @@ async fn a_browser_gets_a_snapshot_then_every_new_point_once() {
     assert_eq!(next_price(&mut ws).await, ("MSFT".into(), 12.0));
 }
 
+/// `websocket_server_active_connections` as `/metrics` shows it (parsed as Prometheus text).
+async fn browsers_on_metrics(addr: std::net::SocketAddr) -> f64 {
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "websocket_server_active_connections")
+        .unwrap_or_else(|| panic!("no WebSocket gauge in {body}"));
+    match sample.value {
+        prometheus_parse::Value::Gauge(v) => v,
+        ref other => panic!("not a gauge: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_the_connected_browsers() {
+    let server = start(&["MSFT"]).await;
+    assert_eq!(browsers_on_metrics(server.addr).await, 0.0);
+    let mut a = connect(server.addr).await;
+    let mut b = connect(server.addr).await;
+    // Each session counts itself before it sends the snapshot.
+    next_message(&mut a).await;
+    next_message(&mut b).await;
+    assert_eq!(browsers_on_metrics(server.addr).await, 2.0);
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while browsers_on_metrics(server.addr).await != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed browser stays counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(b);
+}
+
 #[tokio::test]
 async fn malformed_json_from_a_browser_is_ignored() {
     let server = start(&["MSFT"]).await;

@@ -10,6 +10,15 @@
 //! `{ticker}-volume` when it changed, and every checkpoint interval it saves the projection
 //! (price state, last trade id, journal offset) as a snapshot `priceAggregator-{ticker}`.
 //! It is a projection: it writes no events of its own.
+//!
+//! Observability: the matches of one write that come by pub-sub with a sampled trace context
+//! are applied inside a `priceAggregator.match` span (child of the order book's handling),
+//! and the next price publish runs inside a `priceAggregator.publish` span that continues the
+//! first sampled delivery since the previous publish (an unsampled context is carried instead
+//! when none was sampled); the `{ticker}-price` update carries that span's context to the
+//! dashboard. The journal stream records how old the events are when they arrive
+//! (`persistence_query_events_by_tag_lag_seconds{persistence_tag="MSFT-Match"}`, at most
+//! every [`LAG_EVERY`]).
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +36,11 @@ use persistence::{
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use runtime::Remoting;
 use serde::{Deserialize, Serialize};
+use telemetry::MessageSpan;
+use telemetry::instruments;
+use telemetry::opentelemetry::KeyValue;
+use telemetry::opentelemetry::metrics::Gauge;
+use telemetry::propagation::is_sampled;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -81,6 +95,9 @@ pub fn persistence_id(ticker: Ticker) -> String {
     format!("priceAggregator-{ticker}")
 }
 
+/// The journal stream records its lag at most this often (not per event).
+pub const LAG_EVERY: Duration = Duration::from_millis(250);
+
 /// The aggregator actor.
 pub struct PriceAggregator;
 
@@ -91,6 +108,7 @@ pub struct AggregatorArgs {
     pubsub: DistributedPubSub,
     remoting: Remoting,
     settings: AggregatorSettings,
+    lag: Gauge<f64>,
 }
 
 /// An aggregator's state.
@@ -104,6 +122,8 @@ pub struct AggregatorState {
     checkpointed_offset: u64,
     last_checkpoint: Instant,
     stream: JoinHandle<()>,
+    /// The context the next price publish continues (see the module documentation).
+    publish_trace: Option<Box<str>>,
 }
 
 fn wrap(message: PriceMsg) -> EntityMsg<PriceMsg> {
@@ -121,6 +141,15 @@ const JOURNAL_POLL: Duration = Duration::from_millis(250);
 /// Most journal events handed to the aggregator in one message.
 const JOURNAL_CHUNK: usize = 512;
 
+/// Keeps `candidate` as the context of the next publish unless a sampled one is kept already.
+fn keep_trace(kept: &mut Option<Box<str>>, candidate: Option<Box<str>>) {
+    let Some(c) = candidate else { return };
+    let kept_sampled = kept.as_deref().is_some_and(is_sampled);
+    if !kept_sampled {
+        *kept = Some(c);
+    }
+}
+
 /// Reads `{ticker}-Match` from the journal after `offset`, forever, handing each event to
 /// the aggregator; resumes after errors from the last offset it handed over.
 fn spawn_stream(
@@ -128,10 +157,13 @@ fn spawn_stream(
     ticker: Ticker,
     mut offset: u64,
     me: ActorRef<EntityMsg<PriceMsg>>,
+    lag: Gauge<f64>,
 ) -> JoinHandle<()> {
     let query = stores.query.clone();
     let tag = BookEvent::kind_tag(ticker, "Match");
+    let lag_attrs = [KeyValue::new(instruments::ATTR_TAG, tag.clone())];
     tokio::spawn(async move {
+        let mut lag_at = Instant::now() - LAG_EVERY;
         loop {
             let mut stream =
                 events_by_tag_polled(query.clone(), tag.clone(), Offset(offset), JOURNAL_POLL)
@@ -143,6 +175,11 @@ fn spawn_stream(
                     match item {
                         Ok(env) => {
                             offset = env.offset.value();
+                            if lag_at.elapsed() >= LAG_EVERY {
+                                lag_at = Instant::now();
+                                let age_ms = host::now_micros() / 1000 - env.event.timestamp;
+                                lag.record(age_ms.max(0) as f64 / 1000.0, &lag_attrs);
+                            }
                             let trade = match env.event.decode::<Journaled>() {
                                 Ok(Journaled(BookEvent::Match(m))) if m.ticker == ticker => Some(m),
                                 Ok(_) => None,
@@ -223,9 +260,18 @@ impl AggregatorState {
         if self.projection.last_trade_id() == self.published_trade {
             return;
         }
+        let trace = self.publish_trace.take();
+        let span = MessageSpan::sampled(
+            "priceAggregator.publish",
+            self.args.remoting.node_label(),
+            trace.as_deref(),
+        )
+        .map(|m| m.with_destination(&self.price_topic));
+        let _entered = span.as_ref().map(|m| m.span().enter());
+        let onward = span.as_ref().map_or(trace.as_deref(), |m| m.traceparent());
         if let Some(update) = self.projection.aggregate().current() {
             for topic in [&self.price_topic, &self.volume_topic] {
-                if let Err(e) = self.args.pubsub.publish(topic, &update) {
+                if let Err(e) = self.args.pubsub.publish_traced(topic, &update, onward) {
                     debug!(%topic, error = %e, "price publish failed");
                 }
             }
@@ -262,8 +308,10 @@ impl Actor for PriceAggregator {
         );
         args.pubsub
             .subscribe_with(&topics::matches(args.ticker), None, myself.clone(), |d| {
-                d.decode::<Vec<Match>>()
-                    .map(|m| wrap(PriceMsg::Published(m)))
+                d.decode::<Vec<Match>>().map(|m| EntityMsg {
+                    message: PriceMsg::Published(m),
+                    trace_context: d.trace_context.map(Into::into),
+                })
             })
             .await
             .map_err(|e| format!("cannot subscribe to matches: {e}"))?;
@@ -272,6 +320,7 @@ impl Actor for PriceAggregator {
             args.ticker,
             projection.offset(),
             myself.clone(),
+            args.lag.clone(),
         );
         myself.send_interval(args.settings.publish_interval, || wrap(PriceMsg::Tick));
         Ok(AggregatorState {
@@ -283,6 +332,7 @@ impl Actor for PriceAggregator {
             last_checkpoint: Instant::now(),
             projection,
             stream,
+            publish_trace: None,
             args,
         })
     }
@@ -296,11 +346,30 @@ impl Actor for PriceAggregator {
         match msg.message {
             PriceMsg::Wake => {}
             PriceMsg::Published(matches) => {
+                let span = MessageSpan::sampled(
+                    "priceAggregator.match",
+                    s.args.remoting.node_label(),
+                    msg.trace_context.as_deref(),
+                )
+                .map(|m| m.with_destination(&s.price_topic));
+                let _entered = span.as_ref().map(|m| m.span().enter());
+                let mut updated = false;
                 for m in matches {
-                    if let Applied::Ahead { expected } = s.projection.apply_published(&m) {
-                        debug!(ticker = %m.ticker, expected, got = m.trade_id, "match ahead; the journal fills the gap");
-                        break;
+                    match s.projection.apply_published(&m) {
+                        Applied::Ahead { expected } => {
+                            debug!(ticker = %m.ticker, expected, got = m.trade_id, "match ahead; the journal fills the gap");
+                            break;
+                        }
+                        Applied::Updated(_) => updated = true,
+                        Applied::Duplicate => {}
                     }
+                }
+                if updated {
+                    let onward = match &span {
+                        Some(sp) => sp.traceparent().map(Into::into),
+                        None => msg.trace_context,
+                    };
+                    keep_trace(&mut s.publish_trace, onward);
                 }
             }
             PriceMsg::Journaled(events) => {
@@ -359,6 +428,8 @@ pub struct AggregatorFactory {
     pub remoting: Remoting,
     /// Timings.
     pub settings: AggregatorSettings,
+    /// The events-by-tag lag gauge of the node (`telemetry::instruments::events_by_tag_lag`).
+    pub lag: Gauge<f64>,
 }
 
 impl EntityFactory for AggregatorFactory {
@@ -378,6 +449,7 @@ impl EntityFactory for AggregatorFactory {
                 pubsub: self.pubsub.clone(),
                 remoting: self.remoting.clone(),
                 settings: self.settings,
+                lag: self.lag.clone(),
             },
         )
     }

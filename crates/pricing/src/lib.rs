@@ -80,6 +80,7 @@ pub async fn start(
         pubsub: service.pubsub.clone(),
         remoting: service.node.remoting().clone(),
         settings,
+        lag: telemetry::instruments::events_by_tag_lag(service.node.metrics().meter()),
     };
     let region = ShardRegion::start_on_node(sharding_settings(), factory, &service.node).await?;
     service.sharding.insert(PRICE_AGGREGATOR, region.clone());

@@ -4,8 +4,9 @@
 //! ```text
 //! pricing --seeds 127.0.0.1:4053 --port 5056 --management-port 8561
 //! ```
-//! Every flag also reads its environment variable. Exit code 0 after a graceful leave, 1 when
-//! it could not start or join, 2 for a configuration error.
+//! Every flag also reads its environment variable; logs, traces and metrics follow
+//! `RUST_LOG`, `LOG_FORMAT` and the `OTEL_*` variables (`host::init_telemetry`). Exit code 0
+//! after a graceful leave, 1 when it could not start or join, 2 for a configuration error.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use domain::Ticker;
 use host::HostArgs;
 use pricing::AggregatorSettings;
 use runtime::ServiceDefaults;
+use telemetry::Metrics;
 
 /// Command line of `pricing`.
 #[derive(Debug, Parser)]
@@ -29,10 +31,16 @@ struct Cli {
     publish_interval_ms: u64,
 }
 
-#[tokio::main]
-async fn main() {
-    runtime::node::init_tracing();
+fn main() {
     let cli = Cli::parse();
+    let telemetry = host::init_telemetry("pricing");
+    let code = run(cli, telemetry.metrics());
+    drop(telemetry);
+    std::process::exit(code);
+}
+
+#[tokio::main]
+async fn run(cli: Cli, metrics: &Metrics) -> i32 {
     let tickers = Ticker::list_or_defaults(cli.tickers.as_deref())
         .unwrap_or_else(|e| host::StartFailure::config("TICKERS", "--tickers", e).exit());
     let defaults = ServiceDefaults {
@@ -40,7 +48,7 @@ async fn main() {
         roles: pricing::ROLES.map(String::from).to_vec(),
         self_seed: false,
     };
-    let (service, stores) = host::start_service(&cli.host, &defaults, true)
+    let (service, stores) = host::start_service(&cli.host, &defaults, true, metrics)
         .await
         .unwrap_or_else(|e| e.exit());
     let stores = stores.expect("persistent services open a store");
@@ -52,5 +60,5 @@ async fn main() {
         Ok(p) => p,
         Err(e) => host::StartFailure::new(format!("cannot start pricing: {e}")).exit(),
     };
-    std::process::exit(service.run().await);
+    service.run().await
 }

@@ -231,24 +231,3 @@ async fn wait_for_signal() {
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
-
-/// Installs `tracing` output to stderr, filtered by `RUST_LOG` (default `info`): plain
-/// text, or one JSON object per line when `LOG_FORMAT=json` (for containers).
-pub fn init_tracing() {
-    init_tracing_with_default("info");
-}
-
-/// Like [`init_tracing`], with another filter when `RUST_LOG` is not set (the sandbox runs
-/// six nodes in one process and shows only warnings by default).
-pub fn init_tracing_with_default(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
-        let _ = builder.json().try_init();
-    } else {
-        let _ = builder.try_init();
-    }
-}

@@ -5,6 +5,13 @@
 //!
 //! [`Sandbox::start`] starts it all; [`Sandbox::shutdown`] stops it the way a cluster is
 //! stopped: traders first, then each node leaves gracefully (shards handed off).
+//!
+//! Telemetry: the process has one `tracing` subscriber (`telemetry::init`, service name
+//! `sandbox`), so the nodes' spans are told apart by their `cluster.node` attribute. Each
+//! node has a meter provider of its own ([`SandboxConfig::telemetry`]'s
+//! `TelemetryGuard::node_metrics`, `service.instance.id` = the node's name), so each
+//! management port's `/metrics` shows that node only; pricing-web's is on the dashboard port.
+//! The shared journal's write metrics are on trade-processor-1's.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +25,7 @@ use pricing_web::{PriceFeed, PriceHub};
 use runtime::cluster::ClusterConfig;
 use runtime::node::Node;
 use runtime::{NodeAddress, NodeConfig, Remoting};
+use telemetry::{Metrics, TelemetryGuard};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -39,6 +47,21 @@ pub struct SandboxConfig {
     /// Sync every SQLite commit to disk (else the WAL reaches the disk in its own time: a
     /// crash of the process loses nothing, a power cut may lose the last commits).
     pub sync_full: bool,
+    /// The process's telemetry, whose `node_metrics` gives each node its meter provider
+    /// (pushed over OTLP when configured); `None`: providers for `/metrics` only.
+    pub telemetry: Option<Arc<TelemetryGuard>>,
+}
+
+impl SandboxConfig {
+    /// The meter provider of the node called `name`.
+    fn metrics_for(&self, name: &str) -> anyhow::Result<Metrics> {
+        match &self.telemetry {
+            Some(t) => t
+                .node_metrics(name)
+                .with_context(|| format!("metrics of {name}")),
+            None => Ok(Metrics::standalone(name)),
+        }
+    }
 }
 
 /// The running cluster.
@@ -62,6 +85,7 @@ pub struct Sandbox {
     /// Where the data lives.
     pub stores: Stores,
     _pricing: pricing::Pricing,
+    _web_metrics: pricing_web::metrics::WebInstruments,
     feed: PriceFeed,
     web_remoting: Remoting,
     stop_http: tokio::sync::oneshot::Sender<()>,
@@ -69,8 +93,9 @@ pub struct Sandbox {
 
 /// Cluster timings for nodes in one process: production failure detection (heartbeat 1 s,
 /// acceptable pause 3 s), quick gossip and joining on loopback.
-fn node_config(seeds: Vec<NodeAddress>, roles: &[&str]) -> NodeConfig {
+fn node_config(seeds: Vec<NodeAddress>, roles: &[&str], metrics: Metrics) -> NodeConfig {
     let mut cfg = NodeConfig::local(seeds, roles, Duration::from_millis(200));
+    cfg.metrics = Some(metrics);
     let local = cfg.cluster.clone();
     cfg.cluster = ClusterConfig {
         discovery: local.discovery,
@@ -89,24 +114,36 @@ fn node_config(seeds: Vec<NodeAddress>, roles: &[&str]) -> NodeConfig {
 impl Sandbox {
     /// Starts every node and waits until the dashboard's feed is connected.
     pub async fn start(config: SandboxConfig) -> anyhow::Result<Sandbox> {
-        let stores = Stores::open(&StoreConfig::Sqlite {
-            dir: config.data_dir.clone(),
-            sync_full: config.sync_full,
-        })
+        let tp_metrics = [
+            config.metrics_for("trade-processor-1")?,
+            config.metrics_for("trade-processor-2")?,
+        ];
+        let stores = Stores::open_with_metrics(
+            &StoreConfig::Sqlite {
+                dir: config.data_dir.clone(),
+                sync_full: config.sync_full,
+            },
+            Some(&tp_metrics[0]),
+        )
         .await
         .context("opening the journal")?;
 
-        let lighthouse = Node::start(node_config(vec![], &["lighthouse"]))
-            .await
-            .context("starting the lighthouse")?;
+        let lighthouse = Node::start(node_config(
+            vec![],
+            &["lighthouse"],
+            config.metrics_for("lighthouse")?,
+        ))
+        .await
+        .context("starting the lighthouse")?;
         let seeds = vec![lighthouse.address().address.clone()];
 
         let mut trade_processors = Vec::new();
         let mut regions = Vec::new();
-        for _ in 0..2 {
-            let node = ServiceNode::start(node_config(seeds.clone(), &trade_processor::ROLES))
-                .await
-                .context("starting a trade-processor")?;
+        for metrics in tp_metrics {
+            let node =
+                ServiceNode::start(node_config(seeds.clone(), &trade_processor::ROLES, metrics))
+                    .await
+                    .context("starting a trade-processor")?;
             regions.push(
                 trade_processor::start(&node, &stores, config.snapshots)
                     .await
@@ -116,9 +153,13 @@ impl Sandbox {
         }
         let books = regions.swap_remove(0);
 
-        let pricing_node = ServiceNode::start(node_config(seeds.clone(), &pricing::ROLES))
-            .await
-            .context("starting the pricing node")?;
+        let pricing_node = ServiceNode::start(node_config(
+            seeds.clone(),
+            &pricing::ROLES,
+            config.metrics_for("pricing")?,
+        ))
+        .await
+        .context("starting the pricing node")?;
         let pricing_parts = pricing::start(
             &pricing_node,
             &stores,
@@ -131,9 +172,13 @@ impl Sandbox {
         .await
         .context("starting the price aggregators")?;
 
-        let traders_node = ServiceNode::start(node_config(seeds.clone(), &traders::ROLES))
-            .await
-            .context("starting the traders node")?;
+        let traders_node = ServiceNode::start(node_config(
+            seeds.clone(),
+            &traders::ROLES,
+            config.metrics_for("traders")?,
+        ))
+        .await
+        .context("starting the traders node")?;
         let traders = match config.pacing {
             Some(pacing) => Some(
                 traders::start(
@@ -152,10 +197,13 @@ impl Sandbox {
         };
 
         // pricing-web: not a member; a cluster client of the pricing node.
-        let web_remoting = Remoting::start(node_config(vec![], &[]).remoting)
+        let web_metrics = config.metrics_for("pricing-web")?;
+        let web_remoting = Remoting::start(node_config(vec![], &[], web_metrics.clone()).remoting)
             .await
             .context("starting pricing-web's transport")?;
         let hub = PriceHub::new(config.tickers.clone(), 300);
+        let web_instruments =
+            pricing_web::metrics::register(&web_metrics, &hub, Some(&web_remoting));
         let feed = PriceFeed::start(
             &web_remoting,
             vec![pricing_node.node.address().address.clone()],
@@ -171,7 +219,7 @@ impl Sandbox {
         let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = hub.clone();
         tokio::spawn(async move {
-            let _ = pricing_web::http::serve(listener, served, async {
+            let _ = pricing_web::http::serve(listener, served, Some(web_metrics), async {
                 let _ = stopped.await;
             })
             .await;
@@ -188,6 +236,7 @@ impl Sandbox {
             http,
             stores,
             _pricing: pricing_parts,
+            _web_metrics: web_instruments,
             feed,
             web_remoting,
             stop_http,

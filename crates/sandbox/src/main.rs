@@ -1,8 +1,10 @@
 //! `sandbox`: runs the whole cluster locally. `cargo run --release -p sandbox`, then open the
 //! dashboard URL it prints; Ctrl-C stops it cleanly. `--bench SECONDS` runs a load and
-//! prints throughput and latencies instead.
+//! prints throughput and latencies instead. Logs, traces and metrics: `telemetry::init` as
+//! every binary, service name `sandbox`, warnings only unless `RUST_LOG` is set.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use domain::Ticker;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use sandbox::{Sandbox, SandboxConfig};
+use telemetry::{TelemetryBuilder, TelemetryGuard};
 use traders::TradersPacing;
 
 /// Command line of the sandbox.
@@ -56,11 +59,23 @@ struct Cli {
     bench: Option<u64>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // Six nodes in one process log a lot at `info`; RUST_LOG=info shows it all.
-    runtime::node::init_tracing_with_default("warn");
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Six nodes in one process log a lot at `info`: warnings only unless RUST_LOG says more.
+    // Traces (OTEL_EXPORTER_OTLP_ENDPOINT) do not depend on this filter.
+    let mut builder = TelemetryBuilder::from_env("sandbox")?;
+    if std::env::var_os("RUST_LOG").is_none() {
+        builder = builder.log_filter("warn");
+    }
+    let telemetry = Arc::new(builder.install()?);
+    let result = run(cli, telemetry.clone());
+    // The last handle: flushes the last spans and metrics.
+    drop(telemetry);
+    result
+}
+
+#[tokio::main]
+async fn run(cli: Cli, telemetry: Arc<TelemetryGuard>) -> anyhow::Result<()> {
     let tickers = Ticker::list_or_defaults(cli.tickers.as_deref()).context("--tickers")?;
     let bench = cli.bench.map(Duration::from_secs);
     let pacing = match (cli.orders_per_second, bench) {
@@ -90,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         },
         sync_full: cli.sqlite_sync == "full",
         max_resting: cli.max_resting,
+        telemetry: Some(telemetry.clone()),
     })
     .await?;
 
@@ -110,9 +126,17 @@ async fn main() -> anyhow::Result<()> {
     );
     for (name, addr) in sandbox.management_ports() {
         if let Some(a) = addr {
-            println!("  {name:<18} management http://{a}/cluster/members");
+            println!("  {name:<18} management http://{a}/cluster/members  (and /metrics)");
         }
     }
+    println!(
+        "  traces:      {}",
+        if telemetry.traces_exported() {
+            "exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)"
+        } else {
+            "off (set OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://127.0.0.1:4318 for Jaeger)"
+        }
+    );
     let ports = sandbox.management_ports();
     if let (Some((_, Some(lh))), Some((_, Some(tp)))) = (ports.first(), ports.get(1)) {
         println!("  try:         cargo run -p ctl --bin tradectl -- --addr {lh} cluster show");

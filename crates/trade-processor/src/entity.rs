@@ -11,10 +11,18 @@
 //! which recovers from its journal on the next message, so nothing the book confirmed is ever
 //! missing from the journal. A duplicate order id is confirmed again
 //! without new events: traders retry until confirmed, and the book is idempotent.
+//!
+//! Observability: a command that arrives with a sampled trace context is handled inside an
+//! `orderBook.handle` span (child of the sender's span), the write inside a `journal.write`
+//! span (its child), and the confirmation and the published fills and matches carry the
+//! handling span's own context, so pricing's spans become its children. An unsampled
+//! context is passed on as it came, and no context costs nothing (see
+//! `telemetry::MessageSpan`). Accepted orders and matches are counted per ticker
+//! (`trading_orders_total`, `trading_matches_total`): one relaxed atomic add each per write.
 
 use cluster_sharding::{EntityContext as ShardContext, EntityFactory, EntityMsg};
 use cluster_tools::pubsub::DistributedPubSub;
-use domain::protocol::{OrderBookCommand, OrderBookReply, topics};
+use domain::protocol::{ORDER_BOOK, OrderBookCommand, OrderBookReply, topics};
 use domain::{BookEvent, CancelOutcome, OrderBook, PlaceOutcome, Ticker, Timestamp};
 use persistence::actor::{
     EntityContext, EntitySettings, PersistenceHandle, PersistentActor, PersistentBehavior,
@@ -23,7 +31,11 @@ use std::time::Duration;
 
 use ractor::ActorProcessingErr;
 use runtime::{RemoteRef, Remoting};
-use tracing::{debug, warn};
+use telemetry::MessageSpan;
+use telemetry::instruments::{self, CounterFamily, CounterHandle};
+use telemetry::opentelemetry::KeyValue;
+use telemetry::opentelemetry::metrics::Meter;
+use tracing::{Instrument, Span, debug, warn};
 
 use crate::journal::{BookState, Journaled};
 
@@ -45,18 +57,67 @@ pub struct OrderBookBehavior {
     pubsub: DistributedPubSub,
     fill_topic: String,
     match_topic: String,
+    counters: BookCounters,
+}
+
+/// The per-ticker series of `trading_orders_total` and `trading_matches_total`.
+#[derive(Debug, Clone)]
+pub struct BookCounters {
+    orders: CounterHandle,
+    matches: CounterHandle,
+}
+
+/// The order and match counter families of a node; [`TradingMetrics::book`] gives one
+/// ticker's series.
+#[derive(Debug, Clone)]
+pub struct TradingMetrics {
+    orders: CounterFamily,
+    matches: CounterFamily,
+}
+
+impl TradingMetrics {
+    /// Registers `trading.orders` and `trading.matches` on `meter` (once per node).
+    pub fn new(meter: &Meter) -> Self {
+        TradingMetrics {
+            orders: instruments::orders(meter),
+            matches: instruments::matches(meter),
+        }
+    }
+
+    /// The series of `ticker`.
+    pub fn book(&self, ticker: Ticker) -> BookCounters {
+        let attrs = [KeyValue::new(instruments::ATTR_TICKER, ticker.to_string())];
+        BookCounters {
+            orders: self.orders.handle(&attrs),
+            matches: self.matches.handle(&attrs),
+        }
+    }
 }
 
 impl OrderBookBehavior {
-    /// The book of `ticker`, answering through `remoting` and publishing on `pubsub`.
-    pub fn new(ticker: Ticker, remoting: Remoting, pubsub: DistributedPubSub) -> Self {
+    /// The book of `ticker`, answering through `remoting`, publishing on `pubsub` and
+    /// counting into `counters`.
+    pub fn new(
+        ticker: Ticker,
+        remoting: Remoting,
+        pubsub: DistributedPubSub,
+        counters: BookCounters,
+    ) -> Self {
         OrderBookBehavior {
             ticker,
             remoting,
             pubsub,
             fill_topic: topics::fills(ticker),
             match_topic: topics::matches(ticker),
+            counters,
         }
+    }
+
+    /// The `journal.write` span of a handling span (disabled when there is none).
+    fn journal_span(handling: &Option<MessageSpan>) -> Span {
+        handling
+            .as_ref()
+            .map_or_else(Span::none, |h| h.child("journal.write"))
     }
 
     fn reply(&self, to: &ReplyTo, reply: &OrderBookReply, trace: Option<&str>) {
@@ -66,17 +127,22 @@ impl OrderBookBehavior {
         }
     }
 
-    /// Publishes the fills and the matches of one write, each as one message (a list).
+    /// Publishes the fills and the matches of one write, each as one message (a list), and
+    /// counts the write's orders and matches.
     fn publish(&self, events: &[BookEvent], trace: Option<&str>) {
         let mut fills = Vec::new();
         let mut matches = Vec::new();
+        let mut orders = 0;
         for e in events {
             match e {
                 BookEvent::Fill(f) => fills.push(*f),
                 BookEvent::Match(m) => matches.push(*m),
+                BookEvent::OrderPlaced(_) => orders += 1,
                 _ => {}
             }
         }
+        self.counters.orders.add(orders);
+        self.counters.matches.add(matches.len() as u64);
         let sent = [
             (!fills.is_empty())
                 .then(|| self.pubsub.publish_traced(&self.fill_topic, &fills, trace)),
@@ -121,7 +187,16 @@ impl PersistentBehavior for OrderBookBehavior {
         ctx: &mut EntityContext<'_, Self>,
         msg: EntityMsg<OrderBookMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        let trace = msg.trace_context.as_deref();
+        let handling = MessageSpan::sampled(
+            "orderBook.handle",
+            self.remoting.node_label(),
+            msg.trace_context.as_deref(),
+        )
+        .map(|h| h.with_destination(ORDER_BOOK));
+        // What the answer and the publishes carry: this handling's context when recorded.
+        let trace = handling
+            .as_ref()
+            .map_or(msg.trace_context.as_deref(), |h| h.traceparent());
         match msg.message {
             OrderBookCommand::Place { order, reply_to } => {
                 let mut events = Vec::new();
@@ -138,6 +213,7 @@ impl PersistentBehavior for OrderBookBehavior {
                     },
                     Ok(outcome) => {
                         ctx.persist_all(events.iter().copied().map(Journaled).collect())
+                            .instrument(Self::journal_span(&handling))
                             .await?;
                         self.publish(&events, trace);
                         OrderBookReply::Confirmed {
@@ -190,6 +266,7 @@ impl PersistentBehavior for OrderBookBehavior {
                         let journaled = events.iter().copied().map(Journaled).collect();
                         (journaled, (events, replies))
                     })
+                    .instrument(Self::journal_span(&handling))
                     .await?;
                 self.publish(&events, trace);
                 self.reply(&reply_to, &OrderBookReply::Batch(replies), trace);
@@ -204,6 +281,7 @@ impl PersistentBehavior for OrderBookBehavior {
                     .decide_cancel(order_id, Self::now(), &mut events);
                 if let CancelOutcome::Cancelled { .. } = outcome {
                     ctx.persist_all(events.into_iter().map(Journaled).collect())
+                        .instrument(Self::journal_span(&handling))
                         .await?;
                 }
                 let reply = OrderBookReply::Cancelled {
@@ -239,21 +317,25 @@ pub struct OrderBookFactory {
     pubsub: DistributedPubSub,
     persistence: PersistenceHandle,
     settings: EntitySettings,
+    metrics: TradingMetrics,
 }
 
 impl OrderBookFactory {
     /// A factory whose books snapshot as `snapshots` says (older snapshots are deleted;
-    /// events are kept, since pricing reads matches from the journal).
+    /// events are kept, since pricing reads matches from the journal) and count orders and
+    /// matches into `metrics`.
     pub fn new(
         remoting: Remoting,
         pubsub: DistributedPubSub,
         persistence: PersistenceHandle,
         snapshots: SnapshotPolicy,
+        metrics: TradingMetrics,
     ) -> Self {
         OrderBookFactory {
             remoting,
             pubsub,
             persistence,
+            metrics,
             settings: EntitySettings {
                 snapshot_every: snapshots.every,
                 snapshot_min_interval: snapshots.min_interval,
@@ -303,7 +385,12 @@ impl EntityFactory for OrderBookFactory {
             warn!(entity_id = %ctx.entity_id, error = %e, "order book for an invalid ticker");
             Ticker::new(NOT_A_TICKER).expect("valid symbol")
         });
-        let behavior = OrderBookBehavior::new(ticker, self.remoting.clone(), self.pubsub.clone());
+        let behavior = OrderBookBehavior::new(
+            ticker,
+            self.remoting.clone(),
+            self.pubsub.clone(),
+            self.metrics.book(ticker),
+        );
         let actor = PersistentActor::new(
             behavior,
             persistence_id(&ctx.entity_id),

@@ -11,7 +11,7 @@ pub mod journal;
 use cluster_sharding::{RegionError, ShardRegion, ShardingSettings};
 use host::{ServiceNode, Stores};
 
-pub use entity::{OrderBookFactory, OrderBookMsg, ReplyTo, SnapshotPolicy};
+pub use entity::{OrderBookFactory, OrderBookMsg, ReplyTo, SnapshotPolicy, TradingMetrics};
 
 use domain::protocol::{ORDER_BOOK, TRADE_EVENTS_ROLE, TRADE_PROCESSOR_ROLE};
 
@@ -34,7 +34,8 @@ pub async fn proxy(service: &ServiceNode) -> Result<ShardRegion<OrderBookMsg>, R
     ShardRegion::start_proxy_on_node(sharding_settings(), &service.node).await
 }
 
-/// Starts the order-book region on `service` (a node with the `trade-processor` role).
+/// Starts the order-book region on `service` (a node with the `trade-processor` role); its
+/// books count orders and matches on the node's metrics.
 pub async fn start(
     service: &ServiceNode,
     stores: &Stores,
@@ -45,6 +46,7 @@ pub async fn start(
         service.pubsub.clone(),
         stores.persistence.clone(),
         snapshots,
+        TradingMetrics::new(service.node.metrics().meter()),
     );
     let region = ShardRegion::start_on_node(sharding_settings(), factory, &service.node).await?;
     service.sharding.insert(TYPE_NAME, region.clone());

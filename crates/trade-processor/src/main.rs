@@ -4,14 +4,16 @@
 //! trade-processor --seeds 127.0.0.1:4053 --port 5055 --management-port 8560
 //! ```
 //! Every flag also reads its environment variable (`CLUSTER_SEEDS`, `CLUSTER_PORT`, ...,
-//! `MONGO_CONNECTION_STR`, `DATA_DIR`). Exit code 0 after a graceful leave, 1 when it could
-//! not start or join, 2 for a configuration error.
+//! `MONGO_CONNECTION_STR`, `DATA_DIR`); logs, traces and metrics follow `RUST_LOG`,
+//! `LOG_FORMAT` and the `OTEL_*` variables (`host::init_telemetry`). Exit code 0 after a
+//! graceful leave, 1 when it could not start or join, 2 for a configuration error.
 
 use std::time::Duration;
 
 use clap::Parser;
 use host::HostArgs;
 use runtime::ServiceDefaults;
+use telemetry::Metrics;
 
 /// Command line of `trade-processor`.
 #[derive(Debug, Parser)]
@@ -31,16 +33,22 @@ struct Cli {
     snapshot_min_interval_ms: u64,
 }
 
-#[tokio::main]
-async fn main() {
-    runtime::node::init_tracing();
+fn main() {
     let cli = Cli::parse();
+    let telemetry = host::init_telemetry("trade-processor");
+    let code = run(cli, telemetry.metrics());
+    drop(telemetry);
+    std::process::exit(code);
+}
+
+#[tokio::main]
+async fn run(cli: Cli, metrics: &Metrics) -> i32 {
     let defaults = ServiceDefaults {
         port: trade_processor::DEFAULT_PORT,
         roles: trade_processor::ROLES.map(String::from).to_vec(),
         self_seed: false,
     };
-    let (service, stores) = host::start_service(&cli.host, &defaults, true)
+    let (service, stores) = host::start_service(&cli.host, &defaults, true, metrics)
         .await
         .unwrap_or_else(|e| e.exit());
     let stores = stores.expect("persistent services open a store");
@@ -51,5 +59,5 @@ async fn main() {
     if let Err(e) = trade_processor::start(&service, &stores, snapshots).await {
         host::StartFailure::new(format!("cannot start the order books: {e}")).exit();
     }
-    std::process::exit(service.run().await);
+    service.run().await
 }

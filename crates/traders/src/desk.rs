@@ -19,17 +19,23 @@
 //! `{ticker}-Fill` topic) and, when more than [`DeskArgs::max_resting`] rest in one book,
 //! cancels the oldest in the next batch. Without that, random prices leave about a fifth of
 //! all orders resting forever, and a book (and its snapshots) grows with every order.
+//!
+//! Each batch sent is where a trace starts: with trace export on, an `orderBook.place` root
+//! span (sampled by `OTEL_TRACES_SAMPLER`) whose context goes with the batch to its book; the
+//! book's handling, its journal write, and pricing's work on the resulting matches are its
+//! descendants. With export off nothing is created (see `telemetry::MessageSpan`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use cluster_sharding::ShardRegion;
-use domain::protocol::{OrderBookCommand, OrderBookReply};
+use domain::protocol::{ORDER_BOOK, OrderBookCommand, OrderBookReply};
 use domain::{CancelOutcome, Fill, Order, OrderId, PlaceOutcome, Ticker};
 use hdrhistogram::Histogram;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use runtime::RemoteRef;
 use serde::{Deserialize, Serialize};
+use telemetry::MessageSpan;
 use tracing::{debug, warn};
 
 use crate::pending::PendingOrders;
@@ -160,6 +166,8 @@ pub struct Desk;
 /// The desk's state.
 pub struct DeskState {
     args: DeskArgs,
+    /// This node (`cluster.node` of the spans started here).
+    node: std::sync::Arc<str>,
     pending: PendingOrders,
     recent: Recent,
     outbox: HashMap<Ticker, Outgoing>,
@@ -233,7 +241,16 @@ impl DeskState {
                 reply_to,
             }
         };
-        if let Err(e) = self.args.books.tell(ticker.to_string(), cmd) {
+        let mut root = MessageSpan::start("orderBook.place", &self.node);
+        if root.is_recording() {
+            root = root.with_destination(&format!("{ORDER_BOOK}/{ticker}"));
+        }
+        let _entered = root.span().enter();
+        if let Err(e) = self
+            .args
+            .books
+            .tell_traced(ticker.to_string(), cmd, root.traceparent())
+        {
             // Orders stay pending and go again after the retry timeout; a lost cancel
             // leaves an order resting a little longer.
             debug!(error = %e, "orders not sent now");
@@ -306,6 +323,7 @@ impl Actor for Desk {
         myself.send_interval(tick, || DeskMsg::Retry);
         myself.send_interval(FLUSH_INTERVAL, || DeskMsg::Flush);
         Ok(DeskState {
+            node: args.reply_to.node.to_string().into(),
             pending: PendingOrders::new(args.retry_after, args.max_pending),
             recent: Recent {
                 ids: HashSet::new(),

@@ -3,8 +3,9 @@
 //! ```text
 //! traders --seeds 127.0.0.1:4053 --port 5057 --management-port 8562 [--orders-per-second 500]
 //! ```
-//! Every flag also reads its environment variable. Exit code 0 after a graceful leave, 1 when
-//! it could not start or join, 2 for a configuration error.
+//! Every flag also reads its environment variable; logs, traces and metrics follow
+//! `RUST_LOG`, `LOG_FORMAT` and the `OTEL_*` variables (`host::init_telemetry`). Exit code 0
+//! after a graceful leave, 1 when it could not start or join, 2 for a configuration error.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use clap::Parser;
 use domain::Ticker;
 use host::HostArgs;
 use runtime::ServiceDefaults;
+use telemetry::Metrics;
 use traders::{TradersConfig, TradersPacing};
 
 /// Command line of `traders`.
@@ -39,10 +41,16 @@ struct Cli {
     max_resting: usize,
 }
 
-#[tokio::main]
-async fn main() {
-    runtime::node::init_tracing();
+fn main() {
     let cli = Cli::parse();
+    let telemetry = host::init_telemetry("traders");
+    let code = run(cli, telemetry.metrics());
+    drop(telemetry);
+    std::process::exit(code);
+}
+
+#[tokio::main]
+async fn run(cli: Cli, metrics: &Metrics) -> i32 {
     let tickers = Ticker::list_or_defaults(cli.tickers.as_deref())
         .unwrap_or_else(|e| host::StartFailure::config("TICKERS", "--tickers", e).exit());
     let defaults = ServiceDefaults {
@@ -50,7 +58,7 @@ async fn main() {
         roles: traders::ROLES.map(String::from).to_vec(),
         self_seed: false,
     };
-    let (service, _) = host::start_service(&cli.host, &defaults, false)
+    let (service, _) = host::start_service(&cli.host, &defaults, false, metrics)
         .await
         .unwrap_or_else(|e| e.exit());
     let config = TradersConfig {
@@ -68,5 +76,5 @@ async fn main() {
     if let Err(e) = traders::start(&service, &config).await {
         host::StartFailure::new(format!("cannot start the traders: {e}")).exit();
     }
-    std::process::exit(service.run().await);
+    service.run().await
 }

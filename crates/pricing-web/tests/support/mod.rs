@@ -9,10 +9,12 @@ use domain::{PriceUpdate, Ticker, Timestamp};
 use pricing_web::PriceHub;
 use tokio::net::TcpListener;
 
-/// A running server and its hub.
+/// A running server, its hub and the metrics its `/metrics` renders.
 pub struct Server {
     pub addr: SocketAddr,
     pub hub: Arc<PriceHub>,
+    pub metrics: telemetry::Metrics,
+    _instruments: pricing_web::metrics::WebInstruments,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -35,8 +37,11 @@ pub async fn start(tickers: &[&str]) -> Server {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let served = Arc::clone(&hub);
+    let metrics = telemetry::Metrics::standalone("pricing-web");
+    let instruments = pricing_web::metrics::register(&metrics, &hub, None);
+    let m = metrics.clone();
     tokio::spawn(async move {
-        pricing_web::http::serve(listener, served, async {
+        pricing_web::http::serve(listener, served, Some(m), async {
             let _ = rx.await;
         })
         .await
@@ -45,6 +50,8 @@ pub async fn start(tickers: &[&str]) -> Server {
     Server {
         addr,
         hub,
+        metrics,
+        _instruments: instruments,
         stop: Some(tx),
     }
 }

@@ -26,6 +26,7 @@ pub fn config(dir: &std::path::Path, pacing: Option<traders::TradersPacing>) -> 
         // Small, so that the traders cancel orders during a test and books stay bounded.
         max_resting: 10,
         sync_full: true,
+        telemetry: None,
     }
 }
 
