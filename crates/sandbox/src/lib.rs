@@ -59,7 +59,7 @@ impl SandboxConfig {
             Some(t) => t
                 .node_metrics(name)
                 .with_context(|| format!("metrics of {name}")),
-            None => Ok(Metrics::standalone(name)),
+            None => Ok(Metrics::standalone_instance("sandbox", name)),
         }
     }
 }

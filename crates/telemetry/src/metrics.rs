@@ -96,6 +96,25 @@ impl Metrics {
         .expect("a provider without an exporter always builds")
     }
 
+    /// Like [`Metrics::standalone`] for one of several nodes of a process:
+    /// `service.instance.id` = `instance_id` as well.
+    pub fn standalone_instance(service_name: &str, instance_id: &str) -> Self {
+        let resource = Resource::builder_empty()
+            .with_service_name(service_name.to_owned())
+            .with_attribute(opentelemetry::KeyValue::new(
+                "service.instance.id",
+                instance_id.to_owned(),
+            ))
+            .build();
+        Self::build(
+            resource,
+            None,
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        )
+        .expect("a provider without an exporter always builds")
+    }
+
     /// A provider with the pull reader, plus a periodic OTLP/HTTP push to `otlp_url` when set
     /// (each push limited to `timeout`).
     pub(crate) fn build(
