@@ -2,6 +2,8 @@
 //! port) serve Prometheus text that a parser accepts, with the series the Grafana dashboard
 //! queries, and the order and match counters grow while orders flow.
 
+#[path = "../../../tests/support/promql.rs"]
+mod promql;
 mod support;
 #[path = "../../../tests/support/web.rs"]
 mod web;
@@ -24,11 +26,11 @@ async fn scrape(addr: SocketAddr, path: &str) -> Scrape {
     for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
             assert!(
-                ["counter", "gauge", "histogram"].contains(&kind),
-                "{line}"
+                families.insert(name.to_owned()),
+                "family declared twice: {line}"
             );
-            assert!(families.insert(name.to_owned()), "family declared twice: {line}");
         } else if line.starts_with('#') {
             assert!(line.starts_with("# HELP "), "{line}");
         } else if !line.is_empty() {
@@ -37,7 +39,10 @@ async fn scrape(addr: SocketAddr, path: &str) -> Scrape {
                 .iter()
                 .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f)))
                 .unwrap_or(name);
-            assert!(families.contains(family), "sample of no declared family: {line}");
+            assert!(
+                families.contains(family),
+                "sample of no declared family: {line}"
+            );
         }
     }
     Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text")
@@ -117,18 +122,29 @@ async fn metrics_parse_as_prometheus_text_and_the_trading_counters_move() {
         total(
             &tp,
             "db_client_operation_duration_seconds_count",
-            &[("db_operation_name", "journal.write"), ("db_system_name", "sqlite")]
+            &[
+                ("db_operation_name", "journal.write"),
+                ("db_system_name", "sqlite")
+            ]
         ) > 0.0
     );
     assert!(total(&tp, "persistence_journal_write_batch_size_sum", &[]) > 0.0);
-    let shards = total(&tp, "cluster_sharding_shards", &[("cluster_sharding_type_name", "orderBook")])
-        + total(&tp2, "cluster_sharding_shards", &[("cluster_sharding_type_name", "orderBook")]);
-    assert!(shards > 0.0, "the order books' shards are hosted somewhere");
-    assert_eq!(
-        total(&tp, "cluster_members", &[("cluster_member_status", "up")]),
-        5.0,
-        "lighthouse, two trade-processors, pricing and traders"
+    let shards = total(
+        &tp,
+        "cluster_sharding_shards",
+        &[("cluster_sharding_type_name", "orderBook")],
+    ) + total(
+        &tp2,
+        "cluster_sharding_shards",
+        &[("cluster_sharding_type_name", "orderBook")],
     );
+    assert!(shards > 0.0, "the order books' shards are hosted somewhere");
+    // Lighthouse, two trade-processors, pricing and traders, once the view has converged.
+    eventually(30, "five members Up on /metrics", || async {
+        let s = scrape(books[0], "/metrics").await;
+        (total(&s, "cluster_members", &[("cluster_member_status", "up")]) == 5.0).then_some(())
+    })
+    .await;
     assert_eq!(total(&tp, "cluster_members_unreachable", &[]), 0.0);
     assert!(total(&tp, "messaging_client_consumed_messages_total", &[]) > 0.0);
     assert!(total(&tp, "messaging_client_sent_messages_total", &[]) > 0.0);
@@ -142,9 +158,16 @@ async fn metrics_parse_as_prometheus_text_and_the_trading_counters_move() {
         );
     }
     // Each node shows its own series only: one target_info, naming it.
-    let info: Vec<_> = tp.samples.iter().filter(|x| x.metric == "target_info").collect();
+    let info: Vec<_> = tp
+        .samples
+        .iter()
+        .filter(|x| x.metric == "target_info")
+        .collect();
     assert_eq!(info.len(), 1);
-    assert_eq!(info[0].labels.get("service_instance_id"), Some("trade-processor-1"));
+    assert_eq!(
+        info[0].labels.get("service_instance_id"),
+        Some("trade-processor-1")
+    );
 
     // Pricing: the journal stream's lag per ticker (recorded once it has read a match).
     let pricing = eventually(30, "events-by-tag lag of MSFT", || async {
@@ -172,6 +195,46 @@ async fn metrics_parse_as_prometheus_text_and_the_trading_counters_move() {
     let web = scrape(sb.http, "/metrics").await;
     assert!(total(&web, "messaging_client_consumed_messages_total", &[]) > 0.0);
     ws.close(None).await.unwrap();
+
+    // Every series the Grafana dashboard queries is served by some node of the cluster,
+    // under the labels the query uses.
+    let mut scrapes = vec![tp, tp2, pricing, web];
+    for name in ["lighthouse", "traders"] {
+        scrapes.push(scrape(port(name), "/metrics").await);
+    }
+    let served: BTreeSet<&str> = scrapes
+        .iter()
+        .flat_map(|s| s.samples.iter().map(|x| x.metric.as_str()))
+        .collect();
+    let labels: BTreeSet<&str> = scrapes
+        .iter()
+        .flat_map(|s| {
+            s.samples
+                .iter()
+                .flat_map(|x| x.labels.keys().map(String::as_str))
+        })
+        .collect();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for (title, expr) in promql::dashboard_queries(&workspace) {
+        let (metrics, used) = promql::references(&expr);
+        for m in &metrics {
+            // prometheus-parse folds histogram series into their family name.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| m.strip_suffix(s))
+                .unwrap_or(m);
+            assert!(
+                served.contains(m.as_str()) || served.contains(family),
+                "panel {title:?}: {m} is served by no node"
+            );
+        }
+        for l in &used {
+            assert!(
+                labels.contains(l.as_str()) || promql::SCRAPE_LABELS.contains(&l.as_str()),
+                "panel {title:?}: no series has the label {l}"
+            );
+        }
+    }
 
     sb.shutdown().await;
     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -117,11 +117,17 @@ fn by_id<'a>(spans: &'a [ReceivedSpan], id: &str) -> Option<&'a ReceivedSpan> {
 }
 
 /// The chain from `leaf` up to its root, `leaf` first; `None` while a parent is missing.
-fn ancestry<'a>(spans: &'a [ReceivedSpan], leaf: &'a ReceivedSpan) -> Option<Vec<&'a ReceivedSpan>> {
+fn ancestry<'a>(
+    spans: &'a [ReceivedSpan],
+    leaf: &'a ReceivedSpan,
+) -> Option<Vec<&'a ReceivedSpan>> {
     let mut chain = vec![leaf];
     while let Some(parent) = &chain.last().expect("not empty").parent_span_id {
         let p = by_id(spans, parent)?;
-        assert_eq!(p.trace_id, leaf.trace_id, "a parent in another trace: {p:#?}");
+        assert_eq!(
+            p.trace_id, leaf.trace_id,
+            "a parent in another trace: {p:#?}"
+        );
         chain.push(p);
     }
     Some(chain)
@@ -160,7 +166,9 @@ fn an_order_placed_through_the_cluster_is_one_trace_across_four_nodes() {
 
     let mut lighthouse = Place::new(&endpoint, "lighthouse", "lighthouse-0");
     let seed: NodeAddress = lighthouse.start(|ready, stop| async move {
-        let node = Node::start(node_config(vec![], &["lighthouse"])).await.unwrap();
+        let node = Node::start(node_config(vec![], &["lighthouse"]))
+            .await
+            .unwrap();
         ready.send(node.address().address.clone()).unwrap();
         let _ = stop.await;
         node.halt().await;
@@ -256,7 +264,10 @@ fn an_order_placed_through_the_cluster_is_one_trace_across_four_nodes() {
             Instant::now() < deadline,
             "no complete trace from the trader to the browser push in {} spans: {:#?}",
             spans.len(),
-            spans.iter().map(|s| (&s.name, &s.service_name)).collect::<Vec<_>>()
+            spans
+                .iter()
+                .map(|s| (&s.name, &s.service_name))
+                .collect::<Vec<_>>()
         );
     };
     let (chain, trace) = complete_trace(&spans).expect("found above");
@@ -287,7 +298,10 @@ fn an_order_placed_through_the_cluster_is_one_trace_across_four_nodes() {
     let root = chain.last().unwrap();
     assert_eq!(root.parent_span_id, None);
     assert_eq!(root.kind, 4);
-    let roots: Vec<_> = trace.iter().filter(|s| s.parent_span_id.is_none()).collect();
+    let roots: Vec<_> = trace
+        .iter()
+        .filter(|s| s.parent_span_id.is_none())
+        .collect();
     assert_eq!(roots.len(), 1, "{roots:#?}");
     // Every span of the trace hangs off an exported span of the same trace.
     for s in &trace {
@@ -301,7 +315,10 @@ fn an_order_placed_through_the_cluster_is_one_trace_across_four_nodes() {
         .iter()
         .find(|s| s.name == "journal.write")
         .expect("journal.write");
-    assert_eq!(journal.parent_span_id.as_deref(), Some(handle.span_id.as_str()));
+    assert_eq!(
+        journal.parent_span_id.as_deref(),
+        Some(handle.span_id.as_str())
+    );
     assert_eq!(journal.service_instance_id, handle.service_instance_id);
     // Spans from four different nodes, each named by its resource and its cluster.node.
     let mut nodes: Vec<&str> = trace
@@ -312,9 +329,9 @@ fn an_order_placed_through_the_cluster_is_one_trace_across_four_nodes() {
     nodes.dedup();
     assert!(nodes.len() >= 4, "{nodes:?}");
     assert!(
-        chain
-            .iter()
-            .all(|s| s.attribute("cluster.node").is_some_and(|n| n.starts_with("akka.tcp://"))),
+        chain.iter().all(|s| s
+            .attribute("cluster.node")
+            .is_some_and(|n| n.starts_with("akka.tcp://"))),
         "{chain:#?}"
     );
 

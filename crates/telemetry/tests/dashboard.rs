@@ -9,112 +9,10 @@ use opentelemetry::KeyValue;
 use telemetry::Metrics;
 use telemetry::instruments::{self as ins, JournalMetrics};
 
-const DASHBOARD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../k8s/environment/grafana-dashboard.json"
-);
+#[path = "../../../tests/support/promql.rs"]
+mod promql;
 
-/// Labels Prometheus itself adds at scrape time (see k8s/environment/prometheus.yaml and
-/// docker/prometheus.yml), plus the histogram bucket label.
-const SCRAPE_LABELS: &[&str] = &["instance", "job", "service", "pod", "le"];
-
-/// Metric names and label names referenced by one PromQL expression.
-fn references(expr: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    const KEYWORDS: &[&str] = &[
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-        "bool",
-        "offset",
-        "and",
-        "or",
-        "unless",
-        // aggregation operators, which may be followed by `by (...)` rather than `(`
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "group",
-        "stddev",
-        "stdvar",
-        "count",
-        "count_values",
-        "bottomk",
-        "topk",
-        "quantile",
-    ];
-    let chars: Vec<char> = expr.chars().collect();
-    let (mut metrics, mut labels) = (BTreeSet::new(), BTreeSet::new());
-    let ident_start = |c: char| c.is_ascii_alphabetic() || c == '_' || c == ':';
-    let ident_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
-    let mut i = 0;
-    let mut grouping = false; // inside `by (...)` / `without (...)`
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '"' {
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                i += if chars[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
-        } else if c == '[' {
-            while i < chars.len() && chars[i] != ']' {
-                i += 1;
-            }
-            i += 1;
-        } else if c == '{' {
-            // Label matchers: name op "value", ...
-            i += 1;
-            while i < chars.len() && chars[i] != '}' {
-                if ident_start(chars[i]) {
-                    let s = i;
-                    while i < chars.len() && ident_char(chars[i]) {
-                        i += 1;
-                    }
-                    labels.insert(chars[s..i].iter().collect::<String>());
-                } else if chars[i] == '"' {
-                    i += 1;
-                    while i < chars.len() && chars[i] != '"' {
-                        i += if chars[i] == '\\' { 2 } else { 1 };
-                    }
-                    i += 1;
-                } else {
-                    i += 1;
-                }
-            }
-            i += 1;
-        } else if c == ')' {
-            grouping = false;
-            i += 1;
-        } else if c.is_ascii_digit() || c == '.' {
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
-            }
-        } else if ident_start(c) {
-            let s = i;
-            while i < chars.len() && ident_char(chars[i]) {
-                i += 1;
-            }
-            let word: String = chars[s..i].iter().collect();
-            let next = chars[i..].iter().find(|c| !c.is_whitespace()).copied();
-            if grouping {
-                labels.insert(word);
-            } else if word == "by" || word == "without" {
-                grouping = true;
-            } else if KEYWORDS.contains(&word.as_str()) || next == Some('(') {
-                // function, aggregation or operator keyword
-            } else {
-                metrics.insert(word);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    (metrics, labels)
-}
+use promql::{SCRAPE_LABELS, dashboard_queries, references};
 
 fn rendered_names_and_labels() -> (BTreeSet<String>, BTreeSet<String>) {
     let metrics = Metrics::standalone("dashboard");
@@ -154,6 +52,15 @@ fn rendered_names_and_labels() -> (BTreeSet<String>, BTreeSet<String>) {
     families.10.handle(&[]).add(1);
     ins::events_by_tag_lag(m).record(0.1, &[KeyValue::new(ins::ATTR_TAG, "MSFT")]);
     JournalMetrics::new(m, "sqlite").record_write(Duration::from_millis(1), 4);
+    // What the runtime reads at collection time under the names of `instruments`.
+    let p = peer.to_vec();
+    let _dropped = ins::observed_counter(m, ins::REMOTE_DROPPED, "", "{message}", move || {
+        vec![(p.clone(), 1)]
+    });
+    let p = peer.to_vec();
+    let _queue = ins::observed_gauge(m, ins::REMOTE_SEND_QUEUE, "", "{message}", move || {
+        vec![(p.clone(), 1)]
+    });
 
     let text = metrics.render().unwrap();
     let (mut names, mut labels) = (BTreeSet::new(), BTreeSet::new());
@@ -174,13 +81,12 @@ fn rendered_names_and_labels() -> (BTreeSet<String>, BTreeSet<String>) {
 
 #[test]
 fn every_dashboard_query_uses_series_the_instruments_produce() {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).expect("dashboard file")).unwrap();
     let (names, labels) = rendered_names_and_labels();
     let mut queried = 0;
-    for panel in json["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().unwrap();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    {
+        for (_, expr) in dashboard_queries(&workspace) {
+            let expr = expr.as_str();
             let (m, l) = references(expr);
             assert!(!m.is_empty(), "no metric in {expr}");
             for name in &m {
