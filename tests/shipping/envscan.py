@@ -10,6 +10,11 @@ code itself:
   - either of the above through a `const NAME: &str = "X";`;
   - helper functions whose body passes their first parameter to `env::var`/`var_os`, called
     with a literal or such a const: `fn env_or(name: &str, ..) { std::env::var(name) .. }`;
+  - lookup functions, the testable form crates/telemetry uses: a function with a parameter
+    `lookup: impl Fn(&str) -> Option<String>` reads the literal (or const) names it passes to
+    `lookup`, directly or through a closure over it (`let get = |k: &str| lookup(k)..;
+    get("LOG_FORMAT")`), provided the same source calls that function with `env::var`
+    (`from_lookup(name, |k| std::env::var(k).ok())`);
   - library reads, counted only with evidence in our code: `RUST_LOG` when tracing-subscriber's
     `EnvFilter::from_default_env` / `try_from_default_env` is called (its default variable), and
     the standard OTEL_* variables that the opentelemetry SDK / OTLP exporter read themselves, when
@@ -179,10 +184,11 @@ def names_read(src: str) -> set[str]:
     found: set[str] = set()
     consts = dict(re.findall(rf"\bconst\s+(\w+)\s*:\s*&(?:'static\s+)?str\s*=\s*\"({NAME})\"\s*;", src))
 
-    def arg_names(prefix: str) -> set[str]:
-        """Literal or const arguments following the regex `prefix`."""
-        names = set(re.findall(prefix + rf"\"({NAME})\"", src))
-        for ident in re.findall(prefix + r"(?:[\w:]+::)?(\w+)\b", src):
+    def arg_names(prefix: str, text: str | None = None) -> set[str]:
+        """Literal or const arguments following the regex `prefix` (in `text`, default all)."""
+        text = src if text is None else text
+        names = set(re.findall(prefix + rf"\"({NAME})\"", text))
+        for ident in re.findall(prefix + r"(?:[\w:]+::)?(\w+)\b", text):
             if ident in consts:
                 names.add(consts[ident])
         return names
@@ -200,6 +206,21 @@ def names_read(src: str) -> set[str]:
         body = src[brace : _matching_brace(src, brace) + 1]
         if re.search(ENV_CALL + rf"&?{param}\b", body) or re.search(rf"\.env\(\s*{param}\s*\)", body):
             found |= arg_names(rf"(?<![\w:]){fn_name}\s*\(\s*")
+    # Lookup functions (see the module documentation).
+    for m in re.finditer(
+        r"\bfn\s+(\w+)\s*(?:<[^>]*>)?\(([^)]*?)\b(\w+)\s*:\s*impl\s+Fn\(\s*&str\s*\)\s*->\s*Option<String>",
+        src,
+    ):
+        fn_name, lookup = m.group(1), m.group(3)
+        if not re.search(rf"\b{fn_name}\s*\([^;]*?{ENV_CALL}", src):
+            continue
+        brace = src.find("{", m.end())
+        if brace < 0:
+            continue
+        body = src[brace : _matching_brace(src, brace) + 1]
+        callers = {lookup} | set(re.findall(rf"\blet\s+(\w+)\s*=\s*\|[^|]*\|\s*{lookup}\s*\(", body))
+        for c in callers:
+            found |= arg_names(rf"(?<![\w:]){c}\s*\(\s*", body)
     if re.search(r"\b(?:try_)?from_default_env\s*\(", src):
         found.add("RUST_LOG")
     return found

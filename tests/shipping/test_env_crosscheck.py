@@ -60,6 +60,22 @@ def test_scanner_follows_consts_and_helpers():
     assert scan(code) == {"ACTORSYSTEM", "MANAGEMENT_PORT", "CLUSTER_SEEDS", "CLUSTER_ROLES"}
 
 
+def test_scanner_follows_lookup_functions_used_with_the_environment():
+    code = """
+        pub fn from_env(name: &str) -> Result<Self, E> {
+            Self::from_lookup(name, |k| std::env::var(k).ok())
+        }
+        pub fn from_lookup(default: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, E> {
+            let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
+            let a = get("LOG_FORMAT");
+            let b = lookup("OTEL_SERVICE_NAME");
+            Ok(x)
+        }
+        fn other(lookup: impl Fn(&str) -> Option<String>) { let c = lookup("NEVER_FROM_ENV"); }
+    """
+    assert scan(code) == {"LOG_FORMAT", "OTEL_SERVICE_NAME"}
+
+
 def test_scanner_ignores_comments_tests_writes_and_messages():
     code = """
         // let x = std::env::var("IN_A_COMMENT");

@@ -35,6 +35,7 @@ SHELL_SCRIPTS = [
     SCRIPTS / "deployK8sServices.sh",
     SCRIPTS / "stopK8sServices.sh",
     SCRIPTS / "check-shipping.sh",
+    SCRIPTS / "bench-tracing-overhead.sh",
 ]
 
 FAKE_KUBECTL = r"""

@@ -82,7 +82,12 @@ pub struct OtlpCollector {
 impl OtlpCollector {
     /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds `addr` (port 0: any free port) and serves on the current tokio runtime.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let received: Arc<Mutex<Received>> = Arc::default();
         let state = received.clone();
@@ -116,6 +121,17 @@ impl OtlpCollector {
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.lock().spans.clone()
+    }
+
+    /// Takes every span received so far, so that a long-running collector (the `otlp-sink`
+    /// example) does not keep them all.
+    pub fn take_spans(&self) -> Vec<ReceivedSpan> {
+        std::mem::take(&mut self.lock().spans)
+    }
+
+    /// Metric export requests received so far (each push of each node counts one).
+    pub fn metric_pushes(&self) -> usize {
+        self.lock().metrics.len()
     }
 
     /// The names of every metric received so far (with repetitions across pushes).
