@@ -14,6 +14,10 @@
 //!
 //! `--token` (or `MANAGEMENT_TOKEN`) is sent as a bearer token for leave and down.
 //! Exit codes: 0 success, 1 the node is unreachable or refused the request, 2 usage.
+//!
+//! Unlike the services, `tradectl` does not call `telemetry::init`: it is a short-lived
+//! command whose output is its result, it sends no cluster messages a trace could follow, and
+//! it has no `/metrics` to serve.
 
 #![warn(missing_docs)]
 

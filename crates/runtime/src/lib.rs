@@ -5,6 +5,13 @@
 //!
 //! Local actors are `ractor` actors; the network is this crate's own transport
 //! ([`remote`]), whose messages land directly in registered actors' mailboxes.
+//!
+//! Observability: the runtime depends on the `telemetry` crate rather than having `host` glue
+//! the two. Both are trading-agnostic, and the runtime is instrumented itself: the transport
+//! records `remote.receive` spans for sampled trace contexts, the management port serves the
+//! node's `telemetry::Metrics` as `/metrics`, and [`metrics`] registers the runtime's
+//! instruments on it. Setting telemetry up (`telemetry::init`: the process's subscriber and
+//! providers) stays with each binary, since a process may run several nodes.
 
 #![warn(missing_docs)]
 
