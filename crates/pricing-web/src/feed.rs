@@ -28,7 +28,7 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A published price and the trace context it came with.
-pub struct Priced {
+struct Priced {
     update: PriceUpdate,
     trace: Option<Box<str>>,
 }
