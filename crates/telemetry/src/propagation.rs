@@ -16,15 +16,19 @@
 //! let _g = span.enter();                                  // or `fut.instrument(span)`
 //! ```
 //!
-//! Where the pieces call these (the envelope fields already exist):
+//! Where the pieces call these (through [`MessageSpan`], see below); each span is recorded
+//! only for a sampled context, and each forwards its own context onward:
 //!
-//! | where | sender side | receiver side |
-//! | --- | --- | --- |
-//! | runtime `Remoting::tell`/`send_raw`/`try_send_raw`, `ResolvedRef::tell` | callers pass `current_traceparent().as_deref()` | the `DeliverFn` of `register_with` gets `Inbound::trace_context`; the actor handling the decoded message opens `span_with_parent(recipient, trace)` |
-//! | sharding `ShardRegion::tell_traced` -> `EntityMsg::trace_context` | the region's caller | the entity, around `handle`: `span_with_parent("<type>.handle", msg.trace_context.as_deref())` |
-//! | pub-sub `publish(topic, msg, trace_context)` | the publisher | each subscriber's delivery, as above |
-//! | cluster client / receptionist, singleton proxy `tell_traced` | the client | the receptionist forwards the string unchanged; the final handler opens the span |
-//! | persistence journal write | nothing to carry: a plain `info_span!("journal.write")` inside the entity's span is its child |
+//! | where | span | sender side | receiver side |
+//! | --- | --- | --- | --- |
+//! | traders desk, one batch to a book | `orderBook.place` (root, producer) | [`MessageSpan::start`], `ShardRegion::tell_traced` | |
+//! | runtime transport reader (`runtime::remote`) | `remote.receive` | callers of `Remoting::tell`/`send_raw`/`try_send_raw` pass the context | the `DeliverFn` of `register_with` gets the span's context in `Inbound::trace_context` |
+//! | sharding, `EntityMsg::trace_context` | `orderBook.handle` (trade-processor) | the region's caller | the entity, around its handling |
+//! | persistence journal write | `journal.write` | | a child of the entity's span ([`MessageSpan::child`]) |
+//! | pub-sub fan-out on a receiving node | `pubsub.deliver` | `publish_traced(topic, msg, trace_context)` | each subscriber's `Delivery::trace_context` |
+//! | pricing | `priceAggregator.match`, then `priceAggregator.publish` | the price publish carries the publish span's context | |
+//! | receptionist (`cluster_tools::client`) | `receptionist.send`/`.publish`/`.reply`/`.forward` | the client | services, pub-sub, or the client's subscribers |
+//! | pricing-web | `websocket.push` | | the price feed's handling of a price update |
 //!
 //! A handler that sends further (the order book publishing a match, answering a trader)
 //! forwards its *own* span's context, not the string it received, so the next node's span
