@@ -15,7 +15,8 @@
 //!
 //! [`init`] reads the environment ([`TelemetryBuilder::from_env`] lists every variable):
 //!
-//! - **Logs**: `tracing-subscriber` fmt output on stdout, filtered by `RUST_LOG` (default
+//! - **Logs**: `tracing-subscriber` fmt output on stderr (stdout stays the programs' own:
+//!   the sandbox's banner and bench figures), filtered by `RUST_LOG` (default
 //!   `info`); `LOG_FORMAT=json` for one JSON object per line in containers.
 //! - **Traces**: only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, a
 //!   `tracing-opentelemetry` layer turns `tracing` spans into OpenTelemetry spans, sampled by

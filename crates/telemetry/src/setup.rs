@@ -20,7 +20,7 @@ use crate::error::TelemetryError;
 use crate::http_client::OtlpHttpClient;
 use crate::metrics::Metrics;
 
-/// How log lines are written to stdout.
+/// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines (`LOG_FORMAT=text`, the default).
@@ -582,9 +582,14 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     match format {
-        LogFormat::Text => Some(tracing_subscriber::fmt::layer().boxed()),
+        LogFormat::Text => Some(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .boxed(),
+        ),
         LogFormat::Json => Some(
             tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
                 .json()
                 .flatten_event(true)
                 .with_current_span(true)

@@ -265,8 +265,12 @@ impl Cluster {
     /// Starts the seed, both trade-processor processes, pricing and traders, and waits until
     /// all five are Up.
     pub async fn start(setup: Setup) -> Cluster {
-        // The in-process nodes' warnings go to the captured output (RUST_LOG shows more).
-        runtime::node::init_tracing_with_default("warn");
+        // The in-process nodes' warnings go to the captured output (RUST_LOG shows more); a
+        // second test in the same process keeps the first one's subscriber.
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = telemetry::TelemetryBuilder::new("trade-processor-tests")
+            .log_filter(filter)
+            .install();
         let stores = Stores::open(&setup.backend.store_config())
             .await
             .expect("open the store");
