@@ -423,7 +423,10 @@ async fn a_partition_that_heals_before_stable_after_downs_nobody() {
             _ => {}
         }
     }
-    assert_eq!(reachable, 2);
+    // Both members on the other side came back; on a loaded machine a heartbeat may be late
+    // right after the heal and a member flaps once more before it settles (all Up and
+    // reachable above), which is fine as long as nobody is downed.
+    assert!(reachable >= 2, "{reachable} reachability events");
     for n in &nodes {
         assert!(!n.coordinated_shutdown().is_terminated());
     }
