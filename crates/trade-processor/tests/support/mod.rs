@@ -14,18 +14,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[path = "../../../../tests/support/books.rs"]
+mod books;
+
 use cluster_sharding::ShardRegion;
-use domain::protocol::{OrderBookCommand, OrderBookReply, TRADE_PROCESSOR_ROLE};
-use domain::{BookEvent, BookSnapshot, OrderBook, OrderId, Ticker};
+use domain::protocol::TRADE_PROCESSOR_ROLE;
+use domain::{BookSnapshot, OrderBook, OrderId, Ticker};
 use host::{ServiceNode, StoreConfig, Stores};
 use persistence::SnapshotSelectionCriteria;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use runtime::cluster::{ClusterConfig, ClusterSnapshot};
 use runtime::membership::MemberStatus;
 use runtime::node::Node;
 use runtime::sbr::SbrConfig;
-use runtime::{NodeAddress, NodeConfig, RemoteRef};
-use tokio::sync::mpsc;
+use runtime::{NodeAddress, NodeConfig};
 use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trade-processor");
@@ -448,33 +449,14 @@ impl Cluster {
 
     /// Asks the live book of `ticker` for its whole state, through the proxy on the seed.
     pub async fn live_book(&self, ticker: Ticker) -> BookSnapshot {
-        let remoting = self.seed.remoting();
-        let name = format!("test-inbox-{ticker}");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (inbox, _) = Actor::spawn(None, Inbox, tx).await.unwrap();
-        remoting.register(&name, inbox.clone());
-        let reply_to = RemoteRef::new(self.seed.address().address.clone(), name.clone());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let answer = loop {
-            assert!(
-                Instant::now() < deadline,
-                "no answer from the {ticker} book within 60 s\n{}",
-                self.context()
-            );
-            let cmd = OrderBookCommand::GetBook {
-                ticker,
-                reply_to: reply_to.clone(),
-            };
-            let _ = self.books.tell(ticker.to_string(), cmd);
-            if let Ok(Some(OrderBookReply::Book(b))) =
-                tokio::time::timeout(Duration::from_secs(2), rx.recv()).await
-            {
-                break b;
-            }
-        };
-        remoting.unregister(&name);
-        inbox.stop(None);
-        answer
+        books::ask_book(&self.seed, &self.books, ticker, 60)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "no answer from the {ticker} book within 60 s\n{}",
+                    self.context()
+                )
+            })
     }
 
     /// Every ticker's live book.
@@ -580,53 +562,7 @@ fn all_up_with(view: &ClusterSnapshot, expected: &BTreeSet<String>, old: &HashSe
             .all(|m| m.status == MemberStatus::Up && m.reachable)
 }
 
-/// Rebuilds a ticker's book from the journal alone, and lists the orders placed in it.
-pub async fn journal_book(stores: &Stores, ticker: Ticker) -> (OrderBook, Vec<OrderId>) {
-    let pid = trade_processor::entity::persistence_id(&ticker.to_string());
-    let events = stores
-        .journal
-        .replay_messages(&pid, 1, u64::MAX >> 1, u64::MAX >> 1)
-        .await
-        .expect("read the journal");
-    let mut book = OrderBook::new(ticker);
-    let mut placed = Vec::new();
-    for repr in events {
-        let e: BookEvent = repr.payload.deserialize().expect("decode a book event");
-        if let BookEvent::OrderPlaced(o) = e {
-            placed.push(o.id);
-        }
-        book.apply(&e)
-            .unwrap_or_else(|err| panic!("{pid}: journaled event does not apply: {err}"));
-    }
-    (book, placed)
-}
-
-/// Receives the books' answers on the seed node.
-struct Inbox;
-
-impl Actor for Inbox {
-    type Msg = OrderBookReply;
-    type State = mpsc::UnboundedSender<OrderBookReply>;
-    type Arguments = mpsc::UnboundedSender<OrderBookReply>;
-
-    async fn pre_start(
-        &self,
-        _me: ActorRef<OrderBookReply>,
-        tx: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(tx)
-    }
-
-    async fn handle(
-        &self,
-        _me: ActorRef<OrderBookReply>,
-        msg: OrderBookReply,
-        tx: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let _ = tx.send(msg);
-        Ok(())
-    }
-}
+pub use books::journal_book;
 
 /// Where a difference between two snapshots of one book is, in a few words (the books hold
 /// hundreds of orders, too many for an assertion message).
