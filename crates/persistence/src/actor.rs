@@ -676,6 +676,23 @@ mod tests {
         .await
     }
 
+    /// Starts the entity again and answers its (sum, last sequence nr) after recovery.
+    async fn recovered(store: &InMemoryStore, settings: EntitySettings) -> (i64, u64) {
+        let (a, h) = spawn(store, settings).await.unwrap();
+        let state = ractor::call!(a, Cmd::Get).unwrap();
+        a.stop(None);
+        h.await.unwrap();
+        state
+    }
+
+    /// Waits for an entity that must stop by itself.
+    async fn stopped(h: tokio::task::JoinHandle<()>) {
+        tokio::time::timeout(Duration::from_secs(5), h)
+            .await
+            .expect("entity stopped")
+            .unwrap();
+    }
+
     async fn add(a: &ActorRef<Cmd>, ns: Vec<i64>) -> std::result::Result<i64, String> {
         ractor::call!(a, Cmd::Add, ns).expect("actor answers")
     }
@@ -741,10 +758,7 @@ mod tests {
             events.iter().map(|e| e.sequence_nr).collect::<Vec<_>>(),
             vec![10]
         );
-        let (a, h) = spawn(&store, settings).await.unwrap();
-        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (55, 10));
-        a.stop(None);
-        h.await.unwrap();
+        assert_eq!(recovered(&store, settings).await, (55, 10));
     }
 
     #[tokio::test]
@@ -757,10 +771,7 @@ mod tests {
         assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (31, 3));
         a.stop(None);
         h.await.unwrap();
-        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
-        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (31, 3));
-        a.stop(None);
-        h.await.unwrap();
+        assert_eq!(recovered(&store, EntitySettings::default()).await, (31, 3));
     }
 
     #[tokio::test]
@@ -775,15 +786,9 @@ mod tests {
         assert!(err.contains("unavailable"), "{err}");
         // Whatever was queued behind is not handled on the changed state.
         assert!(ractor::call!(a, Cmd::Get).is_err());
-        tokio::time::timeout(Duration::from_secs(5), h)
-            .await
-            .expect("entity stopped")
-            .unwrap();
+        stopped(h).await;
         store.set_unavailable(false);
-        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
-        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (5, 1));
-        a.stop(None);
-        h.await.unwrap();
+        assert_eq!(recovered(&store, EntitySettings::default()).await, (5, 1));
     }
 
     #[tokio::test]
@@ -823,15 +828,12 @@ mod tests {
             .unwrap();
         let err = add(&a, vec![5]).await.unwrap_err();
         assert!(err.contains("rejected"), "{err}");
-        tokio::time::timeout(Duration::from_secs(5), h)
-            .await
-            .expect("entity stopped")
-            .unwrap();
+        stopped(h).await;
         // The state did not take the failed event; a restart recovers the journal's truth.
-        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
-        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (1001, 2));
-        a.stop(None);
-        h.await.unwrap();
+        assert_eq!(
+            recovered(&store, EntitySettings::default()).await,
+            (1001, 2)
+        );
     }
 
     #[tokio::test]
@@ -842,17 +844,11 @@ mod tests {
         store.set_unavailable(true);
         let err = add(&a, vec![8]).await.unwrap_err();
         assert!(err.contains("unavailable"), "{err}");
-        tokio::time::timeout(Duration::from_secs(5), h)
-            .await
-            .expect("entity stopped")
-            .unwrap();
+        stopped(h).await;
         // While the store is down the entity cannot even start.
         assert!(spawn(&store, EntitySettings::default()).await.is_err());
         store.set_unavailable(false);
-        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
-        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (7, 1));
-        a.stop(None);
-        h.await.unwrap();
+        assert_eq!(recovered(&store, EntitySettings::default()).await, (7, 1));
     }
 
     #[tokio::test]
