@@ -354,7 +354,7 @@ impl OrderBookFactory {
 /// its snapshot carries the 10,000-id duplicate window, so snapshots by count alone would
 /// outweigh the events themselves; the interval bounds that cost, and recovery still replays
 /// no more than about five seconds of events past the latest snapshot (at 20,000 orders/s
-/// over 28 books, some 12,000 events per book, read back in tens of milliseconds).
+/// over 28 books, some 12,000 events per book).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotPolicy {
     /// Snapshot each time this many more events are stored (`None` = never).

@@ -17,8 +17,8 @@
 //! The desk also keeps its books tidy, as a real desk withdraws stale quotes: it tracks which
 //! of its orders still rest (confirmed with shares resting, not yet filled to zero on the
 //! `{ticker}-Fill` topic) and, when more than [`DeskArgs::max_resting`] rest in one book,
-//! cancels the oldest in the next batch. Without that, random prices leave about a fifth of
-//! all orders resting forever, and a book (and its snapshots) grows with every order.
+//! cancels the oldest in the next batch. Without that, random prices leave a steady share
+//! of all orders resting forever, and a book (and its snapshots) grows with every order.
 //!
 //! Each batch sent is where a trace starts: with trace export on, an `orderBook.place` root
 //! span (sampled by `OTEL_TRACES_SAMPLER`) whose context goes with the batch to its book; the
@@ -211,9 +211,7 @@ impl DeskState {
 
     /// A book answered: its next batch may go, and goes at once if one waits.
     fn answered(&mut self, ticker: Ticker) {
-        if self.in_flight.remove(&ticker).is_some()
-            && self.outbox.get(&ticker).is_some_and(|out| !out.is_empty())
-        {
+        if self.in_flight.remove(&ticker).is_some() {
             self.send_now(ticker);
         }
     }
