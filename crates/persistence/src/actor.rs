@@ -5,8 +5,10 @@
 //! breaker, group commit) that all entities of a process use.
 //!
 //! - **Recovery** happens in `pre_start`, so it completes before the first command is handled:
-//!   the latest snapshot is loaded, later events are replayed page by page, and the sequence
-//!   number continues after the journal's highest (which survives deletion).
+//!   the latest snapshot is loaded, the journal's highest sequence number is read (it survives
+//!   deletion), and the events up to it are replayed page by page. Reading the highest first,
+//!   as Akka does, means an event a predecessor writes meanwhile is never counted without
+//!   being applied: the new incarnation's first write collides with it instead.
 //! - **`persist` / `persist_all`** ([`EntityContext`]) resolve only after the events are durable;
 //!   only then are they applied to the state. Commands wait meanwhile (the mailbox is not read).
 //! - **`persist_applied`** is the other way round, for commands whose events are only known by
@@ -223,17 +225,26 @@ impl<B: PersistentBehavior> PersistentActor<B> {
             last = snap.metadata.sequence_nr;
         }
         let snapshot_nr = last;
+        // As Akka does: read the highest sequence nr first, then replay up to it. Reading it
+        // after the replay would let an event a predecessor wrote in between be counted but
+        // never applied; read first, such an event is beyond `highest` and the first write of
+        // this incarnation collides with it in the journal instead of silently skipping it.
+        let highest = self
+            .persistence
+            .journal
+            .highest_sequence_nr(pid, last)
+            .await?;
         let page = self.persistence.replay_page;
-        loop {
+        while last < highest {
             let events = self
                 .persistence
                 .journal
-                .replay_messages(pid, last + 1, MAX_SEQUENCE_NR, page)
+                .replay_messages(pid, last + 1, highest, page)
                 .await?;
             for r in &events {
-                if r.sequence_nr <= last {
+                if r.sequence_nr <= last || r.sequence_nr > highest {
                     return Err(PersistenceError::Corrupt(format!(
-                        "replay returned sequence nr {} after {last}",
+                        "replay up to {highest} returned sequence nr {} after {last}",
                         r.sequence_nr
                     )));
                 }
@@ -250,11 +261,7 @@ impl<B: PersistentBehavior> PersistentActor<B> {
                 break;
             }
         }
-        let highest = self
-            .persistence
-            .journal
-            .highest_sequence_nr(pid, last)
-            .await?;
+        // Events deleted up to the end leave the highest sequence nr behind them.
         let last = last.max(highest);
         self.behavior.on_recovery_completed(pid, &state, last);
         Ok(EntityState {
@@ -865,5 +872,78 @@ mod tests {
         };
         let text = format!("{err:?}");
         assert!(text.contains("sequence nr 1 cannot be decoded"), "{text}");
+    }
+
+    /// A journal on which a predecessor incarnation writes one more event right after the
+    /// first replay call has read its page, as a still-running old entity would.
+    struct PredecessorWritesDuringReplay {
+        inner: InMemoryStore,
+        written: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Journal for PredecessorWritesDuringReplay {
+        async fn write_messages(&self, writes: Vec<AtomicWrite>) -> Result<Vec<Result<()>>> {
+            self.inner.write_messages(writes).await
+        }
+        async fn replay_messages(
+            &self,
+            pid: &str,
+            from: u64,
+            to: u64,
+            max: u64,
+        ) -> Result<Vec<PersistentRepr>> {
+            let page = self.inner.replay_messages(pid, from, to, max).await?;
+            if !self.written.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let next = self.inner.highest_sequence_nr(pid, 0).await? + 1;
+                let e = PersistentRepr::from_event(pid, next, &Added { n: 1000 }, "old").unwrap();
+                let r = self
+                    .inner
+                    .write_messages(vec![AtomicWrite::new(vec![e]).unwrap()]);
+                r.await?.pop().unwrap()?;
+            }
+            Ok(page)
+        }
+        async fn highest_sequence_nr(&self, pid: &str, from: u64) -> Result<u64> {
+            self.inner.highest_sequence_nr(pid, from).await
+        }
+        async fn delete_messages_to(&self, pid: &str, to: u64) -> Result<()> {
+            self.inner.delete_messages_to(pid, to).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_of_a_predecessor_during_recovery_is_never_skipped() {
+        let store = InMemoryStore::new();
+        let (a, h) = spawn(&store, EntitySettings::default()).await.unwrap();
+        add(&a, vec![1, 2]).await.unwrap();
+        a.stop(None);
+        h.await.unwrap();
+
+        let journal = Arc::new(PredecessorWritesDuringReplay {
+            inner: store.clone(),
+            written: false.into(),
+        });
+        let mut persistence = handle(&store);
+        persistence.journal = journal;
+        let (a, h) = Actor::spawn(
+            None,
+            PersistentActor::new(Counter, "counter-1", persistence, EntitySettings::default()),
+            (),
+        )
+        .await
+        .unwrap();
+        // The state and the sequence nr agree: the predecessor's event (seq 3) was written
+        // after the highest sequence nr was read, so it is neither applied nor counted...
+        assert_eq!(ractor::call!(a, Cmd::Get).unwrap(), (3, 2));
+        // ...and this incarnation's first write collides with it instead of following it
+        // with a state that never saw it.
+        assert!(add(&a, vec![5]).await.is_err());
+        stopped(h).await;
+        // The next incarnation recovers all three events.
+        assert_eq!(
+            recovered(&store, EntitySettings::default()).await,
+            (1003, 3)
+        );
     }
 }
