@@ -6,16 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The dashboard's browser test drives Debian's chromium through playwright-core (Node).
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "==> installing chromium (browser tests)"
+# The dashboard's browser tests drive Debian's chromium through its WebDriver, chromium-driver
+# (from Rust: tests/support/web.rs).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "==> installing chromium and chromium-driver (browser tests)"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
-fi
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
-  echo "==> npm ci (browser test driver)"
-  npm ci --prefix tests/browser --no-audit --no-fund
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 echo "==> cargo fmt --check"
