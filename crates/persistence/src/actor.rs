@@ -39,7 +39,7 @@ use telemetry::instruments::JournalMetrics;
 use crate::error::{PersistenceError, Result};
 use crate::group_commit::{GroupCommitConfig, GroupCommitWriter};
 use crate::repr::{
-    AtomicWrite, MAX_SEQUENCE_NR, Persistable, PersistentRepr, SnapshotData, SnapshotMetadata,
+    AtomicWrite, Persistable, PersistentRepr, SnapshotData, SnapshotMetadata,
     SnapshotSelectionCriteria,
 };
 use crate::resilience::{CircuitBreakerConfig, ResilientJournal, RetryPolicy};
