@@ -5,7 +5,7 @@
 //! | variable | flag | meaning | default |
 //! |---|---|---|---|
 //! | `ACTORSYSTEM` | `--system` | actor-system name | `AkkaTrader` |
-//! | `CLUSTER_IP` | `--host` | host other nodes reach this node at | `127.0.0.1` |
+//! | `CLUSTER_IP` | `--host` | host other nodes reach this node at; `<getHostAddress>` = this host's first non-loopback IPv4, `<getHostName>` = its host name | `127.0.0.1` |
 //! | `CLUSTER_BIND_HOST` | `--bind-host` | interface to bind | the host if it is an IP, else `0.0.0.0` |
 //! | `CLUSTER_PORT` | `--port` | cluster port (0 = any free port) | per service |
 //! | `CLUSTER_SEEDS` | `--seeds` | comma list, `host:port` or `akka.tcp://Sys@host:port` | per service |
@@ -38,9 +38,17 @@
 //! | `POD_NAME` | `--pod-name` | name logged with this node's address | |
 //!
 //! Durations are written like `500ms`, `2s`, `1m` (a bare number is seconds).
+//!
+//! `CLUSTER_IP` also takes the placeholders of Akka.NET's Lighthouse and Akka.Bootstrap.Docker,
+//! for replicas that all get the same environment (`docker compose --scale traders=4`):
+//! [`HOST_ADDRESS_PLACEHOLDER`] (`<getHostAddress>`) becomes the first non-loopback IPv4
+//! address this host's name resolves to (in a container, its address on the compose network),
+//! [`HOST_NAME_PLACEHOLDER`] (`<getHostName>`) the host name itself (in a container the short
+//! container id unless `hostname:` is set; the other nodes must be able to resolve it). Either
+//! is resolved once, at start; any other `<...>` value is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::address::{DEFAULT_SYSTEM, NodeAddress};
@@ -140,7 +148,8 @@ pub struct NodeArgs {
     /// Actor-system name.
     #[arg(long, env = "ACTORSYSTEM")]
     pub system: Option<String>,
-    /// Host name or IP other nodes use to reach this node.
+    /// Host name or IP other nodes use to reach this node; `<getHostAddress>` for this
+    /// host's first non-loopback IPv4 address, `<getHostName>` for its host name.
     #[arg(long, env = "CLUSTER_IP")]
     pub host: Option<String>,
     /// Interface to bind the cluster port on.
@@ -260,6 +269,59 @@ fn err(
     }
 }
 
+/// `CLUSTER_IP` placeholder for this host's first non-loopback IPv4 address.
+pub const HOST_ADDRESS_PLACEHOLDER: &str = "<getHostAddress>";
+/// `CLUSTER_IP` placeholder for this host's name.
+pub const HOST_NAME_PLACEHOLDER: &str = "<getHostName>";
+
+/// `value` itself, or what a placeholder stands for on this host; an unknown `<...>` or a
+/// placeholder that cannot be resolved is an error (the reason).
+fn resolve_host_placeholder(value: &str) -> Result<String, String> {
+    match value {
+        HOST_ADDRESS_PLACEHOLDER => host_address().map(|ip| ip.to_string()),
+        HOST_NAME_PLACEHOLDER => host_name(),
+        v if v.starts_with('<') || v.ends_with('>') => Err(format!(
+            "unknown placeholder (use a host name, an IP address, \
+             {HOST_ADDRESS_PLACEHOLDER} or {HOST_NAME_PLACEHOLDER})"
+        )),
+        v => Ok(v.to_string()),
+    }
+}
+
+/// This host's name (`<getHostName>`).
+fn host_name() -> Result<String, String> {
+    let name = gethostname::gethostname()
+        .into_string()
+        .map_err(|n| format!("{HOST_NAME_PLACEHOLDER}: this host's name {n:?} is not UTF-8"))?;
+    if name.is_empty() {
+        return Err(format!("{HOST_NAME_PLACEHOLDER}: this host has no name"));
+    }
+    Ok(name)
+}
+
+/// The first non-loopback IPv4 address this host's name resolves to (`<getHostAddress>`).
+fn host_address() -> Result<Ipv4Addr, String> {
+    let name =
+        host_name().map_err(|e| e.replace(HOST_NAME_PLACEHOLDER, HOST_ADDRESS_PLACEHOLDER))?;
+    let resolved = (name.as_str(), 0).to_socket_addrs().map_err(|e| {
+        format!("{HOST_ADDRESS_PLACEHOLDER}: cannot resolve this host's name {name:?}: {e}")
+    })?;
+    first_non_loopback_ipv4(resolved).ok_or_else(|| {
+        format!(
+            "{HOST_ADDRESS_PLACEHOLDER}: this host's name {name:?} resolves to no \
+             non-loopback IPv4 address (set CLUSTER_IP to an address or a host name)"
+        )
+    })
+}
+
+/// The first IPv4 address that is neither loopback nor unspecified.
+fn first_non_loopback_ipv4(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<Ipv4Addr> {
+    addrs.into_iter().find_map(|a| match a.ip() {
+        IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    })
+}
+
 fn list(s: &str) -> Vec<String> {
     s.split([',', ';'])
         .map(str::trim)
@@ -296,8 +358,12 @@ impl NodeArgs {
                 "letters, digits, - and _ only",
             ));
         }
-        let host = self.host.clone().unwrap_or_else(|| "127.0.0.1".to_string());
-        if host.is_empty() || host.contains(['/', ' ', '@']) {
+        let host = match self.host.as_deref() {
+            None => "127.0.0.1".to_string(),
+            Some(h) => resolve_host_placeholder(h)
+                .map_err(|reason| err("CLUSTER_IP", "--host", h, reason))?,
+        };
+        if host.is_empty() || host.contains(['/', ' ', '@', '<', '>']) {
             return Err(err(
                 "CLUSTER_IP",
                 "--host",
@@ -726,6 +792,92 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(c.management.unwrap().port, 8558);
+    }
+
+    #[test]
+    fn cluster_ip_host_name_placeholder() {
+        let a = NodeArgs {
+            host: Some(HOST_NAME_PLACEHOLDER.into()),
+            ..NodeArgs::default()
+        };
+        let c = a.resolve(&defaults()).unwrap();
+        let expected = gethostname::gethostname().into_string().unwrap();
+        assert_eq!(c.remoting.public_host, expected);
+        if expected.parse::<IpAddr>().is_err() {
+            assert_eq!(c.remoting.bind_host, "0.0.0.0");
+        }
+    }
+
+    #[test]
+    fn cluster_ip_host_address_placeholder() {
+        let a = NodeArgs {
+            host: Some(HOST_ADDRESS_PLACEHOLDER.into()),
+            ..NodeArgs::default()
+        };
+        match a.resolve(&defaults()) {
+            Ok(c) => {
+                let ip: Ipv4Addr = c.remoting.public_host.parse().unwrap_or_else(|_| {
+                    panic!("not an IPv4 address: {:?}", c.remoting.public_host)
+                });
+                assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+                // An IP address is also the interface bound by default.
+                assert_eq!(c.remoting.bind_host, ip.to_string());
+            }
+            // A host whose name maps only to loopback (127.0.1.1 in Debian's /etc/hosts):
+            // refused, naming the variable and the placeholder.
+            Err(e) => {
+                assert_eq!(e.variable, "CLUSTER_IP");
+                let text = e.to_string();
+                assert!(text.contains("CLUSTER_IP"), "{text}");
+                assert!(text.contains(HOST_ADDRESS_PLACEHOLDER), "{text}");
+                assert!(text.contains("IPv4") || text.contains("resolve"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn first_non_loopback_ipv4_skips_loopback_v6_and_unspecified() {
+        let addrs: Vec<SocketAddr> = ["127.0.1.1:0", "[::1]:0", "[fd00::5]:0", "0.0.0.0:0"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(first_non_loopback_ipv4(addrs.clone()), None);
+        let mut more = addrs;
+        more.push("172.18.0.5:0".parse().unwrap());
+        more.push("10.0.0.2:0".parse().unwrap());
+        assert_eq!(
+            first_non_loopback_ipv4(more),
+            Some(Ipv4Addr::new(172, 18, 0, 5))
+        );
+    }
+
+    #[test]
+    fn unknown_cluster_ip_placeholders_are_refused() {
+        for bad in [
+            "<foo>",
+            "<gethostaddress>",
+            "<getHostAddress",
+            "getHostName>",
+            "a<b>",
+        ] {
+            let e = NodeArgs {
+                host: Some(bad.into()),
+                ..NodeArgs::default()
+            }
+            .resolve(&defaults())
+            .unwrap_err();
+            assert_eq!(e.variable, "CLUSTER_IP", "{bad}");
+            assert_eq!(e.value, bad);
+            assert!(e.to_string().contains("--host"), "{e}");
+        }
+        let e = NodeArgs {
+            host: Some("<foo>".into()),
+            ..NodeArgs::default()
+        }
+        .resolve(&defaults())
+        .unwrap_err();
+        assert!(e.reason.contains("unknown placeholder"), "{e}");
+        assert!(e.reason.contains(HOST_ADDRESS_PLACEHOLDER), "{e}");
     }
 
     #[test]

@@ -24,6 +24,9 @@
 //! span (sampled by `OTEL_TRACES_SAMPLER`) whose context goes with the batch to its book; the
 //! book's handling, its journal write, and pricing's work on the resulting matches are its
 //! descendants. With export off nothing is created (see `telemetry::MessageSpan`).
+//!
+//! With a [`Blotter`] (`BLOTTER_DIR`), every order's first confirmation is also handed to it,
+//! one line per order, without waiting for the disk (see [`crate::blotter`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -38,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use telemetry::MessageSpan;
 use tracing::{debug, warn};
 
+use crate::blotter::{Blotter, BlotterLine};
 use crate::pending::PendingOrders;
 use crate::resting::RestingOrders;
 
@@ -125,6 +129,8 @@ pub struct DeskArgs {
     pub max_pending: usize,
     /// Most of this desk's orders resting in one book; beyond it the oldest are cancelled.
     pub max_resting: usize,
+    /// Where confirmed orders are written, if anywhere (`BLOTTER_DIR`).
+    pub blotter: Option<Blotter>,
 }
 
 /// Ids of recent orders, to recognise this desk's fills (bounded).
@@ -263,8 +269,11 @@ impl DeskState {
                 order_id,
                 outcome,
             } => match self.pending.settled(order_id, Instant::now()) {
-                Some(waited) => {
+                Some((order, waited)) => {
                     self.stats.confirmed += 1;
+                    if let Some(blotter) = &self.args.blotter {
+                        blotter.record(BlotterLine::now(order_id, ticker, order.side));
+                    }
                     match outcome {
                         PlaceOutcome::Duplicate => self.stats.duplicates += 1,
                         PlaceOutcome::Accepted { resting, .. } if resting > 0 => {

@@ -5,14 +5,19 @@
 //! - [`pending`]: the unconfirmed orders and the retry rule (pure);
 //! - [`resting`]: the desk's resting orders and which to cancel (pure);
 //! - [`desk`]: the node's desk: sends orders, takes confirmations, re-sends, counts fills;
+//! - [`blotter`]: with `BLOTTER_DIR`, the file of every order the desk saw confirmed (one JSON
+//!   line each, one file per process incarnation), for checks against the journal from
+//!   outside the cluster;
 //! - [`trader`]: one bidder or asker;
 //! - [`start`]: all of it on a service node.
 
+pub mod blotter;
 pub mod desk;
 pub mod pending;
 pub mod resting;
 pub mod trader;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cluster_sharding::{RegionError, ShardRegion, ShardingSettings};
@@ -24,6 +29,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use runtime::RemoteRef;
 
+pub use blotter::{Blotter, BlotterLine};
 pub use desk::{DESK, DeskMsg, DeskStats};
 pub use trader::Pacing;
 
@@ -49,6 +55,9 @@ pub struct TradersConfig {
     pub max_resting: usize,
     /// Seed of the price ranges, trader counts and orders; `None` draws one.
     pub seed: Option<u64>,
+    /// Folder of the blotter (`BLOTTER_DIR`): every confirmed order is appended to a file of
+    /// this node incarnation in it (see [`blotter`]); `None` keeps no blotter.
+    pub blotter_dir: Option<PathBuf>,
 }
 
 /// The pace of the whole node.
@@ -73,6 +82,7 @@ impl Default for TradersConfig {
             max_pending: 20_000,
             max_resting: 200,
             seed: None,
+            blotter_dir: None,
         }
     }
 }
@@ -83,6 +93,7 @@ pub struct Traders {
     desk: ActorRef<DeskMsg>,
     /// Bidders and askers started.
     pub count: usize,
+    blotter: Option<Blotter>,
 }
 
 impl Traders {
@@ -110,6 +121,11 @@ impl Traders {
             .and_then(|r| r.success_or(()).ok())
     }
 
+    /// This node's blotter, when it keeps one (`BLOTTER_DIR`).
+    pub fn blotter(&self) -> Option<&Blotter> {
+        self.blotter.as_ref()
+    }
+
     /// Stops placing new orders; the desk keeps re-sending until every order is confirmed.
     pub fn stop_trading(&self) {
         for trader in self.desk.get_children() {
@@ -123,8 +139,19 @@ impl Traders {
     }
 }
 
-/// Starts the desk, a proxy of the order books, and the traders on `service`.
+/// Starts the desk, a proxy of the order books, and the traders on `service`; with
+/// `config.blotter_dir`, opens the blotter and closes it in the node's coordinated shutdown.
 pub async fn start(service: &ServiceNode, config: &TradersConfig) -> Result<Traders, StartError> {
+    let blotter = config
+        .blotter_dir
+        .as_ref()
+        .map(|dir| {
+            Blotter::create(dir, service.node.address()).map_err(|error| StartError::Blotter {
+                dir: dir.clone(),
+                error,
+            })
+        })
+        .transpose()?;
     let books: ShardRegion<desk::OrderBookMsg> = ShardRegion::start_proxy_on_node(
         ShardingSettings::new(ORDER_BOOK).with_role(TRADE_PROCESSOR_ROLE),
         &service.node,
@@ -142,9 +169,13 @@ pub async fn start(service: &ServiceNode, config: &TradersConfig) -> Result<Trad
             retry_after: config.retry_after,
             max_pending: config.max_pending,
             max_resting: config.max_resting,
+            blotter: blotter.clone(),
         },
     )
     .await?;
+    if let Some(blotter) = &blotter {
+        close_blotter_on_shutdown(service, desk.clone(), blotter.clone());
+    }
     remoting.register_with(DESK, desk.clone(), |inbound| {
         postcard::from_bytes::<domain::protocol::OrderBookReply>(inbound.payload)
             .map(DeskMsg::Reply)
@@ -198,7 +229,49 @@ pub async fn start(service: &ServiceNode, config: &TradersConfig) -> Result<Trad
         )
         .await?;
     }
-    Ok(Traders { desk, count })
+    Ok(Traders {
+        desk,
+        count,
+        blotter,
+    })
+}
+
+/// Closes the blotter in phase `before-actor-system-terminate` of the node's coordinated
+/// shutdown (SIGTERM, a leave, being downed or removed): after `cluster-shutdown` stopped the
+/// transport, so no confirmation arrives later. A call to the desk first makes it take every
+/// confirmation already in its mailbox (it handles messages in order), so each one is on the
+/// blotter's channel before the close, which writes, syncs and closes the file.
+fn close_blotter_on_shutdown(service: &ServiceNode, desk: ActorRef<DeskMsg>, blotter: Blotter) {
+    let added = service.node.coordinated_shutdown().add_task(
+        "before-actor-system-terminate",
+        "traders-close-blotter",
+        move |_| async move {
+            let stats = desk
+                .call(
+                    |reply| DeskMsg::Stats {
+                        reset_latency: false,
+                        reply,
+                    },
+                    Some(Duration::from_secs(2)),
+                )
+                .await
+                .ok()
+                .and_then(|r| r.success_or(()).ok());
+            if let Some(s) = stats {
+                tracing::info!(
+                    placed = s.placed,
+                    confirmed = s.confirmed,
+                    pending = s.pending,
+                    "desk's last counts"
+                );
+            }
+            // The writer logs the path and the counts ("blotter closed").
+            let _ = blotter.close().await;
+        },
+    );
+    if let Err(e) = added {
+        tracing::warn!(error = %e, "the blotter will not be closed by the shutdown");
+    }
 }
 
 /// Why the traders did not start.
@@ -213,4 +286,12 @@ pub enum StartError {
     /// The fill subscriptions failed.
     #[error("cannot subscribe to fills: {0}")]
     PubSub(String),
+    /// The blotter file could not be created.
+    #[error("BLOTTER_DIR (--blotter-dir): cannot open a blotter in {}: {error}", dir.display())]
+    Blotter {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
 }

@@ -2,11 +2,18 @@
 //!
 //! ```text
 //! traders --seeds 127.0.0.1:4053 --port 5057 --management-port 8562 [--orders-per-second 500]
+//!         [--blotter-dir /var/blotter]
 //! ```
-//! Every flag also reads its environment variable; logs, traces and metrics follow
-//! `RUST_LOG`, `LOG_FORMAT` and the `OTEL_*` variables (`host::init_telemetry`). Exit code 0
-//! after a graceful leave, 1 when it could not start or join, 2 for a configuration error.
+//! Its own variables: `TICKERS`, `ORDERS_PER_SECOND`, `RETRY_AFTER_MS`, `MAX_RESTING_ORDERS`
+//! and `BLOTTER_DIR` (a folder: every order this process saw confirmed is appended to
+//! `<host>-<port>-<uid>.jsonl` in it, one JSON line each, written within 50 ms and closed on a
+//! graceful shutdown; see `traders::blotter`; unset or empty keeps no blotter), besides the
+//! node's (`runtime::config`). Every flag also reads its environment variable; logs, traces
+//! and metrics follow `RUST_LOG`, `LOG_FORMAT` and the `OTEL_*` variables
+//! (`host::init_telemetry`). Exit code 0 after a graceful leave, 1 when it could not start or
+//! join, 2 for a configuration error.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -39,6 +46,10 @@ struct Cli {
     /// Most of this node's orders resting in one book; beyond it the oldest are cancelled.
     #[arg(long, env = "MAX_RESTING_ORDERS", default_value_t = 200)]
     max_resting: usize,
+    /// Folder of the blotter: every order this process sees confirmed is appended, as one JSON
+    /// line, to `<host>-<port>-<uid>.jsonl` in it (one file per process start). Empty: none.
+    #[arg(long, env = "BLOTTER_DIR")]
+    blotter_dir: Option<String>,
 }
 
 fn main() {
@@ -71,6 +82,10 @@ async fn run(cli: Cli, metrics: &Metrics) -> i32 {
         },
         retry_after: Duration::from_millis(cli.retry_after_ms.max(1)),
         max_resting: cli.max_resting,
+        blotter_dir: cli
+            .blotter_dir
+            .filter(|d| !d.trim().is_empty())
+            .map(PathBuf::from),
         ..TradersConfig::default()
     };
     if let Err(e) = traders::start(&service, &config).await {

@@ -58,12 +58,12 @@ impl PendingOrders {
         true
     }
 
-    /// Forgets a confirmed or rejected order; returns how long it waited since it was
-    /// first sent, or `None` when it was not pending (a late duplicate confirmation).
-    pub fn settled(&mut self, id: OrderId, now: Instant) -> Option<Duration> {
+    /// Forgets a confirmed or rejected order; returns it and how long it waited since it
+    /// was first sent, or `None` when it was not pending (a late duplicate confirmation).
+    pub fn settled(&mut self, id: OrderId, now: Instant) -> Option<(Order, Duration)> {
         self.orders
             .remove(&id)
-            .map(|p| now.saturating_duration_since(p.first_sent))
+            .map(|p| (p.order, now.saturating_duration_since(p.first_sent)))
     }
 
     /// The orders due to be sent again at `now`, marked as sent now.
@@ -135,8 +135,9 @@ mod tests {
             .collect();
         assert_eq!(at3, vec![2]);
         assert_eq!(
-            p.settled(OrderId::from_u128(1), t0 + Duration::from_secs(7)),
-            Some(Duration::from_secs(7))
+            p.settled(OrderId::from_u128(1), t0 + Duration::from_secs(7))
+                .map(|(o, waited)| (o.id, waited)),
+            Some((OrderId::from_u128(1), Duration::from_secs(7)))
         );
         assert_eq!(p.settled(OrderId::from_u128(1), t0), None);
         assert_eq!(p.len(), 1);
