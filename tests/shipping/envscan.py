@@ -1,7 +1,8 @@
 """Both sides of the environment-variable cross-check.
 
-Manifest side: every variable that k8s/ (our containers), docker/docker-compose.yaml (our
-services) and docker/Dockerfile (ENV of the runtime and service stages) set for our binaries.
+Manifest side: every variable that k8s/ (our containers), docker/docker-compose.yaml and the
+container tests' docker/docker-compose.test.yaml (our services) and docker/Dockerfile (ENV of the
+runtime and service stages) set for our binaries.
 
 Binary side: every variable name the Rust sources under crates/ read at run time, found in the
 code itself:
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from shipping import COMPOSE, DOCKERFILE, K8S, REPO, containers, docs_in, is_own_image
+from shipping import COMPOSE, COMPOSE_TEST, DOCKERFILE, IMAGE_PREFIX, K8S, REPO, containers, docs_in, is_own_image
 
 NAME = r"[A-Z][A-Z0-9_]*"
 
@@ -73,11 +74,16 @@ def manifest_settings() -> list[Setting]:
                 out += [Setting(e["name"], f"{doc.path.relative_to(REPO)} {doc.name}") for e in c.get("env", [])]
     with open(COMPOSE) as f:
         compose = yaml.safe_load(f)
-    for name, svc in compose["services"].items():
-        if is_own_image(svc["image"]):
-            env = svc.get("environment", {})
-            keys = env.keys() if isinstance(env, dict) else [e.split("=", 1)[0] for e in env]
-            out += [Setting(k, f"docker/docker-compose.yaml {name}") for k in keys]
+    with open(COMPOSE_TEST) as f:
+        override = yaml.safe_load(f)
+    for path, doc in ((COMPOSE, compose), (COMPOSE_TEST, override)):
+        for name, svc in doc["services"].items():
+            # The override names no image for our services: they keep the users' file's.
+            image = svc.get("image") or compose["services"].get(name, {}).get("image", "")
+            if is_own_image(image) and not image.startswith(f"{IMAGE_PREFIX}/secantusdb:"):
+                env = svc.get("environment") or {}
+                keys = env.keys() if isinstance(env, dict) else [e.split("=", 1)[0] for e in env]
+                out += [Setting(k, f"docker/{path.name} {name}") for k in keys]
     out += dockerfile_settings(DOCKERFILE)
     return out
 

@@ -6,9 +6,13 @@ namespace), so every test checks the files against the same expectations.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
+import shutil
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +21,19 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
-DOCKERFILE = REPO / "docker" / "Dockerfile"
-COMPOSE = REPO / "docker" / "docker-compose.yaml"
+CRATES_DIR = REPO / "crates"
+DOCKER_DIR = REPO / "docker"
+# The runtime images (one stage per service), FROM the binaries image.
+DOCKERFILE = DOCKER_DIR / "Dockerfile"
+# The two ways to the binaries image (/out/<binary>): cargo-chef in the Rust image, or host-built.
+BUILD_DOCKERFILE = DOCKER_DIR / "build.Dockerfile"
+HOST_BINARIES_DOCKERFILE = DOCKER_DIR / "host-binaries.Dockerfile"
+# The MongoDB stand-in of the container tests.
+SECANTUSDB_DIR = DOCKER_DIR / "secantusdb"
+# The users' compose file, and the override the container tests put over it.
+COMPOSE = DOCKER_DIR / "docker-compose.yaml"
+COMPOSE_TEST = DOCKER_DIR / "docker-compose.test.yaml"
+COMPOSE_ENV_FILE = DOCKER_DIR / ".env"
 SCRIPTS = REPO / "scripts"
 
 NAMESPACE = "akka-cqrs"
@@ -27,13 +42,23 @@ TAG = "0.1.0"
 SERVICES = ["lighthouse", "trade-processor", "traders", "pricing", "pricing-web"]
 # Cluster members (pricing-web is a cluster client, not a member).
 MEMBERS = ["lighthouse", "trade-processor", "traders", "pricing"]
+# Replicas of each service in Kubernetes (docker-compose runs as many of each member).
+REPLICAS = {"lighthouse": 3, "trade-processor": 2, "traders": 2, "pricing": 2, "pricing-web": 2}
 # Services that persist (journal/snapshots in MongoDB).
 PERSISTENT = ["trade-processor", "pricing"]
 SEED_PORT = 4053
 MEMBER_PORT = 5055
 MANAGEMENT_PORT = 8558
 SECRET_NAME = "akka-cqrs-secrets"
-MONGO_URL = "mongodb://mongodb:27017/akkaTrader"
+# The journal writes in transactions: MongoDB must be a replica set, and the driver is told so.
+MONGO_REPLICA_SET = "rs0"
+MONGO_URL = f"mongodb://mongodb:27017/akkaTrader?replicaSet={MONGO_REPLICA_SET}"
+# The SecantusDB stand-in advertises the address it binds, so clients connect to it directly.
+MONGO_TEST_URL = "mongodb://mongodb:27017/akkaTrader?directConnection=true"
+SECANTUSDB_IMAGE_NAME = f"{IMAGE_PREFIX}/secantusdb"
+# The image holding /out/<binary> that docker/Dockerfile copies from, and the local base image.
+BINARIES_IMAGE = f"{IMAGE_PREFIX}/binaries:{TAG}"
+LOCAL_BASE_IMAGE = f"{IMAGE_PREFIX}/base:bookworm"
 # Cargo packages and the binary each must produce.
 PACKAGES = {
     "lighthouse": "lighthouse",
@@ -43,6 +68,8 @@ PACKAGES = {
     "pricing-web": "pricing-web",
     "ctl": "tradectl",
 }
+# What every binaries image holds under /out/.
+BINARIES = sorted(PACKAGES.values())
 DISCOVERY_ENV = [
     "CLUSTER_DISCOVERY",
     "POD_NAMESPACE",
@@ -156,9 +183,87 @@ def selector_matches(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def load_compose() -> dict:
-    with open(COMPOSE) as f:
+def load_compose(path: Path = COMPOSE) -> dict:
+    with open(path) as f:
         return yaml.safe_load(f)
+
+
+# ------------------------------------------------------------------------------------------------
+# Compose: variable interpolation as docker-compose does it, and docker-compose itself.
+
+_INTERPOLATION_RE = re.compile(
+    r"\$(?:(?P<escaped>\$)|(?P<plain>[A-Za-z_][A-Za-z0-9_]*)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})"
+)
+
+
+def interpolate(value, env: dict[str, str] | None = None):
+    """`${VAR:-default}`, `${VAR-default}`, `${VAR}`, `$VAR` and `$$` of a compose value, with
+    the variables in `env` (none by default: what an empty shell gets)."""
+    if not isinstance(value, str):
+        return value
+    env = env or {}
+
+    def sub(m: re.Match) -> str:
+        if m.group("escaped"):
+            return "$"
+        name = m.group("plain") or m.group("name")
+        op, arg = m.group("op"), m.group("arg")
+        if op is None:
+            return env.get(name, "")
+        if env.get(name) if op.startswith(":") else name in env:
+            return env[name]
+        assert not op.endswith("?"), f"{name} is required ({arg}) in {value!r}"
+        return arg
+
+    return _INTERPOLATION_RE.sub(sub, value)
+
+
+def compose_env(service: dict, env: dict[str, str] | None = None) -> dict[str, str]:
+    """A compose service's environment (mapping or list form), interpolated, values as strings."""
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) if "=" in item else (item, "") for item in raw)
+    return {k: "" if v is None else str(interpolate(v, env)) for k, v in raw.items()}
+
+
+def docker_compose(*args: str, files: tuple[Path, ...] = (COMPOSE,), cwd: Path | None = None, env=None):
+    """Runs the installed docker-compose (v1.29, the one the container tests use) on `files`,
+    with an empty environment so only the files and docker/.env decide."""
+    exe = shutil.which("docker-compose")
+    assert exe, "docker-compose is not installed (Debian: apt-get install docker-compose)"
+    argv = [exe]
+    for f in files:
+        argv += ["-f", str(f)]
+    run_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent", **(env or {})}
+    return subprocess.run([*argv, *args], cwd=cwd or "/", env=run_env, capture_output=True, text=True)
+
+
+def compose_config(*files: Path) -> dict:
+    """The model docker-compose builds from `files`: anchors resolved, overrides merged,
+    variables interpolated (with their defaults). A fresh copy each call."""
+    return copy.deepcopy(_compose_config(files or (COMPOSE,)))
+
+
+@functools.cache
+def _compose_config(files: tuple[Path, ...]) -> dict:
+    r = docker_compose("config", files=files)
+    assert r.returncode == 0, f"docker-compose config failed:\n{r.stdout}{r.stderr}"
+    return yaml.safe_load(r.stdout)
+
+
+def is_scaled(service: dict) -> bool:
+    """A compose service run as several interchangeable replicas (`scale:` / `--scale`), as
+    opposed to one container with a name of its own (`hostname:`)."""
+    return "scale" in service or "deploy" in service and "replicas" in service["deploy"]
+
+
+def replicas_of(service: dict) -> int:
+    if "scale" in service:
+        return int(service["scale"])
+    if "deploy" in service and "replicas" in service["deploy"]:
+        return int(service["deploy"]["replicas"])
+    return 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,21 +285,25 @@ def parse_addresses(value: str, env: dict[str, str] | None = None) -> list[tuple
 
 
 # ------------------------------------------------------------------------------------------------
-# Fakes on PATH that record their calls (one JSON array of argv per line).
+# Fakes on PATH that record their calls (one JSON object per line: tool, argv, cwd, ...
 
-FAKE_TEMPLATE = r"""#!PYTHON
+FAKE_HEADER = r"""#!{python}
 import json, os, sys
 args = sys.argv[1:]
+record = {{"tool": os.path.basename(sys.argv[0]), "argv": args, "cwd": os.getcwd()}}
+"""
+FAKE_LOG_CALL = r"""
 with open(os.environ["FAKE_LOG"], "a") as log:
-    log.write(json.dumps({"argv": args, "cwd": os.getcwd()}) + "\n")
-BODY
+    log.write(json.dumps(record) + "\n")
 """
 
 
-def write_fake(bin_dir: Path, name: str, body: str) -> Path:
+def write_fake(bin_dir: Path, name: str, body: str, record: str = "") -> Path:
+    """A fake `name` that logs its call (tool, argv, cwd) to $FAKE_LOG, then runs `body`.
+    `record` is code that may add keys to the dict `record` first (what the fake saw)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     path = bin_dir / name
-    path.write_text(FAKE_TEMPLATE.replace("PYTHON", sys.executable).replace("BODY", body))
+    path.write_text(FAKE_HEADER.format(python=sys.executable) + record + FAKE_LOG_CALL + body)
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
 

@@ -1,9 +1,16 @@
-"""docker/Dockerfile parses and has the shape issue 7 asks for.
+"""The Dockerfiles parse and have the shape the container layout asks for.
 
-No Docker engine exists on these machines, so the Dockerfile is parsed (dockerfile-parse) and its
-stages are checked: a cached dependency build before the sources are copied, the six binaries
-built once, a slim Debian runtime with a non-root user and tradectl, and one target per service
-whose ports and entrypoint agree with the Kubernetes manifests.
+No Docker engine is used: the Dockerfiles are parsed (dockerfile-parse) and their stages checked.
+
+- docker/build.Dockerfile: the cargo-chef build (a cached dependency build before the sources
+  are copied, the six binaries built once), ending in `binaries`, FROM scratch, holding /out/.
+- docker/host-binaries.Dockerfile: the same /out/ from binaries built on the host.
+- docker/Dockerfile: only the runtime: the binaries image, a slim Debian runtime with a non-root
+  user and tradectl, and one target per service whose ports and entrypoint agree with the
+  Kubernetes manifests. Nothing is compiled and nothing comes from the build context.
+- docker/secantusdb/Dockerfile: the MongoDB stand-in, installed from wheels without network.
+
+None of them needs BuildKit: the classic builder (the engine's default without buildx) builds them.
 """
 
 from __future__ import annotations
@@ -17,11 +24,18 @@ import pytest
 from dockerfile_parse import DockerfileParser
 
 from shipping import (
+    BINARIES,
+    BINARIES_IMAGE,
+    BUILD_DOCKERFILE,
     DOCKERFILE,
+    HOST_BINARIES_DOCKERFILE,
+    LOCAL_BASE_IMAGE,
     MANAGEMENT_PORT,
     MEMBER_PORT,
     PACKAGES,
     REPO,
+    SCRIPTS,
+    SECANTUSDB_DIR,
     SEED_PORT,
     SERVICES,
     base_docs,
@@ -29,6 +43,9 @@ from shipping import (
     find,
     named_port,
 )
+
+SECANTUSDB_DOCKERFILE = SECANTUSDB_DIR / "Dockerfile"
+ALL_DOCKERFILES = [DOCKERFILE, BUILD_DOCKERFILE, HOST_BINARIES_DOCKERFILE, SECANTUSDB_DOCKERFILE]
 
 
 @dataclass
@@ -42,6 +59,7 @@ class Stage:
 
 
 def parse(path=DOCKERFILE) -> tuple[dict[str, str], list[Stage]]:
+    """Global ARGs (name -> default) and the stages, FROM images resolved with those defaults."""
     parser = DockerfileParser(path=str(path))
     global_args: dict[str, str] = {}
     stages: list[Stage] = []
@@ -49,7 +67,7 @@ def parse(path=DOCKERFILE) -> tuple[dict[str, str], list[Stage]]:
         kind = instr["instruction"]
         if kind == "FROM":
             parts = instr["value"].split()
-            base = re.sub(r"\$\{(\w+)\}", lambda m: global_args.get(m.group(1), m.group(0)), parts[0])
+            base = re.sub(r"\$\{?(\w+)\}?", lambda m: global_args.get(m.group(1), m.group(0)), parts[0])
             name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else f"#{len(stages)}"
             stages.append(Stage(name, base))
         elif kind == "ARG" and not stages:
@@ -65,13 +83,16 @@ def parse(path=DOCKERFILE) -> tuple[dict[str, str], list[Stage]]:
 
 ARGS, STAGES = parse()
 BY_NAME = {s.name: s for s in STAGES}
+BUILD_ARGS, BUILD_STAGES = parse(BUILD_DOCKERFILE)
+BUILD_BY_NAME = {s.name: s for s in BUILD_STAGES}
+HOST_ARGS, HOST_STAGES = parse(HOST_BINARIES_DOCKERFILE)
 
 
-def chain(stage: Stage) -> list[Stage]:
+def chain(stage: Stage, by_name: dict[str, Stage] = BY_NAME) -> list[Stage]:
     """The stage and the stages it is built FROM, nearest first."""
     out = [stage]
-    while out[-1].base in BY_NAME:
-        out.append(BY_NAME[out[-1].base])
+    while out[-1].base in by_name:
+        out.append(by_name[out[-1].base])
     return out
 
 
@@ -85,31 +106,114 @@ def env_of(stage: Stage) -> dict[str, str]:
     return env
 
 
-def test_dockerfile_parses_into_named_stages():
-    assert len(STAGES) >= 3, "multi-stage: builder(s), runtime, services"
+def copy_parts(value: str) -> tuple[dict[str, str], list[str], str]:
+    """A COPY's flags (--from=..., --chown=...), its sources and its destination."""
+    words = value.split()
+    flags = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--"))
+    rest = [w for w in words if not w.startswith("--")]
+    return flags, rest[:-1], rest[-1]
+
+
+def out_binaries_of_build() -> list[str]:
+    """The binaries docker/build.Dockerfile's builder copies to /out/ (`cp target/release/X /out/`)."""
+    (build,) = [v for v in BUILD_BY_NAME["builder"].of("RUN") if "cargo build" in v]
+    m = re.search(r"\bcp\s+(.*?)\s+/out/?(?:\s|$)", build)
+    assert m, "the builder copies no binaries to /out/"
+    sources = m.group(1).split()
+    assert all(s.startswith("target/release/") for s in sources), sources
+    return sorted(s.rsplit("/", 1)[1] for s in sources)
+
+
+# ------------------------------------------------------------------------------------------------
+# All Dockerfiles
+
+
+def test_dockerfiles_parse_into_named_stages():
     names = [s.name for s in STAGES]
     assert len(names) == len(set(names)), f"duplicate stage names {names}"
-    for required in ["builder", "runtime", *SERVICES]:
-        assert required in BY_NAME, f"no stage named {required!r}"
+    assert names == ["binaries", "runtime", *SERVICES], f"docker/Dockerfile stages {names}"
+    build_names = [s.name for s in BUILD_STAGES]
+    assert len(build_names) == len(set(build_names)), f"duplicate stage names {build_names}"
+    for required in ["chef", "planner", "builder", "binaries"]:
+        assert required in BUILD_BY_NAME, f"docker/build.Dockerfile: no stage named {required!r}"
+    # Built without --target, so the last stage is the image: the binaries alone.
+    assert build_names[-1] == "binaries", "docker/build.Dockerfile must end in the `binaries` stage"
+    assert len(HOST_STAGES) == 1, "docker/host-binaries.Dockerfile: one stage"
 
 
-def test_base_images_are_pinned():
-    for s in STAGES:
-        if s.base in BY_NAME:
+@pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_base_images_are_pinned(path):
+    args, stages = parse(path)
+    by_name = {s.name for s in stages}
+    assert stages, f"{path}: no FROM"
+    for s in stages:
+        if s.base in by_name or s.base == "scratch":
             continue
-        assert "${" not in s.base, f"stage {s.name}: unresolved build arg in {s.base}"
+        assert "$" not in s.base, f"{path.name} stage {s.name}: build arg without a default in {s.base}"
         image, _, tag = s.base.rpartition(":")
-        assert image and tag and tag != "latest", f"stage {s.name}: base image {s.base} must carry a fixed tag"
+        assert image and tag and tag != "latest" and "/" not in tag, (
+            f"{path.name} stage {s.name}: base image {s.base} must carry a fixed tag"
+        )
 
 
-def test_copy_from_refers_to_earlier_stages():
+@pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_copy_from_refers_to_earlier_stages(path):
+    _, stages = parse(path)
     seen: set[str] = set()
-    for s in STAGES:
+    for s in stages:
         for value in s.of("COPY"):
             m = re.search(r"--from=(\S+)", value)
             if m:
-                assert m.group(1) in seen, f"stage {s.name}: COPY --from={m.group(1)} is no earlier stage"
+                assert m.group(1) in seen, f"{path.name} stage {s.name}: COPY --from={m.group(1)} is no earlier stage"
         seen.add(s.name)
+
+
+BUILDKIT_ONLY = [
+    (re.compile(r"^\s*#\s*(syntax|check)\s*=", re.I), "a `# syntax=`/`# check=` parser directive"),
+    (re.compile(r"^\s*RUN\s+(?:--\S+\s+)*--(mount|network|security)\b", re.I), "RUN --mount/--network/--security"),
+    (
+        re.compile(r"^\s*(COPY|ADD)\s+(?:--\S+\s+)*--(link|chmod|parents|exclude|checksum|keep-git-dir)\b", re.I),
+        "COPY/ADD --link/--chmod/--parents/--exclude/--checksum/--keep-git-dir",
+    ),
+    (re.compile(r"^\s*(RUN|COPY|ADD)\b.*<<-?\s*[\"']?[A-Za-z_]\w*[\"']?", re.I), "a heredoc"),
+    (
+        re.compile(r"\$\{?(BUILDPLATFORM|BUILDOS|BUILDARCH|TARGETPLATFORM|TARGETOS|TARGETARCH|TARGETVARIANT)\b"),
+        "an automatic platform ARG (BuildKit defines them, the classic builder does not)",
+    ),
+]
+
+
+def buildkit_only(text: str) -> list[str]:
+    """What in a Dockerfile the classic builder (DOCKER_BUILDKIT=0, no buildx) cannot build."""
+    found = []
+    for n, line in enumerate(text.splitlines(), 1):
+        for pattern, what in BUILDKIT_ONLY:
+            if pattern.search(line):
+                found.append(f"line {n}: {what}: {line.strip()}")
+    return found
+
+
+@pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_dockerfiles_build_with_the_classic_builder(path):
+    assert buildkit_only(path.read_text()) == []
+
+
+def test_classic_builder_check_can_fail():
+    bad = (
+        "# syntax=docker/dockerfile:1.7\n"
+        "FROM debian:bookworm-slim\n"
+        "RUN --mount=type=cache,target=/root/.cargo cargo build\n"
+        "COPY --link a /a\n"
+        "RUN <<EOF\necho hi\nEOF\n"
+    )
+    found = buildkit_only(bad)
+    assert len(found) == 4, found
+    assert "parser directive" in found[0] and "RUN --mount" in found[1] and "--link" in found[2] and "heredoc" in found[3]
+    assert buildkit_only("# No `# syntax=` line here.\nFROM scratch\nRUN cat <in >out\n") == []
+
+
+# ------------------------------------------------------------------------------------------------
+# docker/build.Dockerfile: the cargo-chef build
 
 
 def cache_order_problem(stages: list[Stage]) -> str | None:
@@ -142,16 +246,90 @@ def cache_order_problem(stages: list[Stage]) -> str | None:
 
 
 def test_builder_caches_dependencies_before_copying_the_sources():
-    assert cache_order_problem(STAGES) is None, cache_order_problem(STAGES)
+    assert cache_order_problem(BUILD_STAGES) is None, cache_order_problem(BUILD_STAGES)
 
 
 def test_builder_builds_every_binary_once():
-    (build,) = [v for v in BY_NAME["builder"].of("RUN") if "cargo build" in v]
+    builds = [v for st in BUILD_STAGES for v in st.of("RUN") if "cargo build" in v]
+    assert len(builds) == 1, f"one `cargo build` in docker/build.Dockerfile, found {len(builds)}"
+    (build,) = [v for v in BUILD_BY_NAME["builder"].of("RUN") if "cargo build" in v]
     assert "--release" in build and "--locked" in build
     packages = re.findall(r"-p\s+([\w-]+)", build)
     assert sorted(packages) == sorted(PACKAGES), f"cargo build -p {packages} != {sorted(PACKAGES)}"
     for binary in PACKAGES.values():
         assert f"target/release/{binary}" in build, f"{binary} is not copied out of target/release"
+    assert out_binaries_of_build() == BINARIES, "the builder copies exactly the six binaries to /out/"
+    # Nothing else in the workspace is compiled: no cargo in the runtime Dockerfile.
+    assert not any("cargo" in v for st in STAGES for v in st.of("RUN")), "docker/Dockerfile must not compile"
+
+
+def test_build_dockerfile_ends_in_an_image_of_the_binaries_alone():
+    st = BUILD_BY_NAME["binaries"]
+    assert st.base == "scratch", "the binaries image holds the binaries and nothing else (FROM scratch)"
+    steps = [(i["instruction"], i["value"]) for i in st.instructions]
+    assert steps == [("COPY", "--from=builder /out/ /out/")], f"binaries stage: {steps}"
+
+
+def test_the_binaries_are_built_on_the_debian_release_they_run_on():
+    """glibc: binaries linked on a newer Debian than the runtime base do not start on it."""
+    release = BUILD_ARGS.get("DEBIAN_RELEASE")
+    assert release, "docker/build.Dockerfile: ARG DEBIAN_RELEASE"
+    assert BUILD_BY_NAME["chef"].base == f"rust:{BUILD_ARGS['RUST_VERSION']}-slim-{release}"
+    assert BY_NAME["runtime"].base == f"debian:{release}-slim", "the default runtime base"
+    base_script = (SCRIPTS / "build-base-image.sh").read_text()
+    m = re.search(r"^readonly SUITE=(\S+)$", base_script, re.M)
+    assert m and m.group(1) == release, "scripts/build-base-image.sh bootstraps the same release"
+    assert LOCAL_BASE_IMAGE.endswith(f":{release}")
+    assert f'"${{LOCAL_BASE_IMAGE:-{LOCAL_BASE_IMAGE}}}"' in base_script, "the local base's default tag"
+
+
+# ------------------------------------------------------------------------------------------------
+# docker/host-binaries.Dockerfile, and the two paths compared
+
+
+def test_host_binaries_dockerfile_holds_the_binaries_alone():
+    (st,) = HOST_STAGES
+    assert st.base == "scratch"
+    assert [i["instruction"] for i in st.instructions] == ["COPY"], "one COPY, nothing else"
+    flags, sources, dest = copy_parts(st.of("COPY")[0])
+    assert flags == {} and dest == "/out/", f"COPY to /out/: {st.of('COPY')[0]}"
+    assert sorted(sources) == BINARIES, f"host-binaries.Dockerfile copies {sorted(sources)}"
+
+
+def test_both_binaries_paths_hold_exactly_what_the_runtime_stages_copy():
+    """build.Dockerfile and host-binaries.Dockerfile are interchangeable as BINARIES_IMAGE: both
+    produce /out/ with the six binaries, and those are the files docker/Dockerfile copies."""
+    from_build = out_binaries_of_build()
+    from_host = sorted(copy_parts(HOST_STAGES[0].of("COPY")[0])[1])
+    copied = []
+    for st in STAGES:
+        for value in st.of("COPY"):
+            flags, sources, _ = copy_parts(value)
+            if flags.get("from") == "binaries":
+                copied += [s.removeprefix("/out/") for s in sources if s.startswith("/out/")]
+    assert from_build == from_host == sorted(copied) == BINARIES
+
+
+# ------------------------------------------------------------------------------------------------
+# docker/Dockerfile: the runtime
+
+
+def test_runtime_dockerfile_takes_its_base_and_binaries_from_build_args():
+    assert ARGS == {"BASE_IMAGE": "debian:bookworm-slim", "BINARIES_IMAGE": BINARIES_IMAGE}
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM \$\{BINARIES_IMAGE\} AS binaries$", text, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\} AS runtime$", text, re.M)
+
+
+def test_runtime_dockerfile_needs_nothing_from_the_build_context():
+    """scripts/build-images.sh builds it with an empty context: every file comes from the
+    binaries image."""
+    for st in STAGES:
+        assert not st.of("ADD"), f"stage {st.name}: ADD"
+        for value in st.of("COPY"):
+            flags, sources, _ = copy_parts(value)
+            assert flags.get("from") == "binaries", f"stage {st.name}: COPY {value} is not from the binaries image"
+            assert all(s.startswith("/out/") for s in sources), value
 
 
 def test_runtime_is_slim_debian_non_root_with_tradectl():
@@ -162,8 +340,19 @@ def test_runtime_is_slim_debian_non_root_with_tradectl():
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "a numeric non-root uid (so Kubernetes can verify runAsNonRoot)"
     assert any("useradd" in r and f"--uid {uid}" in r for r in rt.of("RUN")), "the uid is created as a user"
-    assert "--from=builder /out/tradectl /usr/local/bin/tradectl" in rt.of("COPY")
+    assert "--from=binaries /out/tradectl /usr/local/bin/tradectl" in rt.of("COPY")
     assert rt.of("STOPSIGNAL") == ["SIGTERM"]
+
+
+def test_runtime_data_folder_belongs_to_the_user():
+    """The working directory (embedded journal without MongoDB) and the blotter folder the
+    container tests mount a volume on must be writable by the non-root user: a named volume
+    takes the ownership of the image's folder."""
+    rt = BY_NAME["runtime"]
+    (workdir,) = rt.of("WORKDIR")
+    run = " ".join(rt.of("RUN"))
+    assert f"mkdir -p {workdir}/blotter" in run, "the blotter folder exists in the image"
+    assert re.search(rf"chown -R (akka|10001):(akka|10001) {re.escape(workdir)}(\s|$)", run), f"{workdir} is the user's"
 
 
 def test_image_uid_matches_the_manifests():
@@ -178,7 +367,7 @@ def test_image_uid_matches_the_manifests():
 def test_service_stage(svc):
     st = BY_NAME[svc]
     assert st.base == "runtime", f"{svc} must build FROM runtime"
-    assert f"--from=builder /out/{svc} /usr/local/bin/{svc}" in st.of("COPY")
+    assert f"--from=binaries /out/{svc} /usr/local/bin/{svc}" in st.of("COPY")
     (entry,) = st.of("ENTRYPOINT")
     assert json.loads(entry) == [f"/usr/local/bin/{svc}"], f"{svc}: exec-form ENTRYPOINT of its binary"
     assert not any(s.of("USER") and s.of("USER")[-1].split(":")[0] in ("0", "root") for s in chain(st))
@@ -197,6 +386,7 @@ def test_service_stage(svc):
 
 
 def test_dockerignore_keeps_the_context_small():
+    """The context of docker/build.Dockerfile is the repository root (`COPY . .`)."""
     lines = {l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")}
     for must in (".git", "target", "k8s"):
         assert must in lines, f".dockerignore must exclude {must}"
@@ -214,3 +404,35 @@ def test_cache_check_can_fail(tmp_path):
     )
     _, stages = parse(bad)
     assert cache_order_problem(stages) == "dependencies must be built (and cached) before the sources are copied"
+
+
+# ------------------------------------------------------------------------------------------------
+# docker/secantusdb/Dockerfile: the MongoDB stand-in
+
+
+def test_secantusdb_image_installs_pinned_wheels_without_network_and_runs_as_a_user():
+    args, stages = parse(SECANTUSDB_DOCKERFILE)
+    (st,) = stages
+    assert args.get("BASE_IMAGE") == LOCAL_BASE_IMAGE, "built on the local base (no registry needed)"
+    requirements = [
+        l.strip() for l in (SECANTUSDB_DIR / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")
+    ]
+    assert requirements and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.]+", r) for r in requirements), (
+        f"pin every requirement: {requirements}"
+    )
+    installs = [r for r in st.of("RUN") if "pip install" in r]
+    assert installs and all("--no-index" in r and "--find-links" in r for r in installs), (
+        "Docker builds cannot reach PyPI there: install from the wheels in the context only"
+    )
+    copies = [copy_parts(v) for v in st.of("COPY")]
+    sources = {s.rstrip("/") for _, srcs, _ in copies for s in srcs}
+    assert sources == {"requirements.txt", "wheels"}, sources
+    uid = st.of("USER")[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "non-root"
+    assert any(f"--uid {uid}" in r and "chown" in r and "/data/db" in r for r in st.of("RUN")), "/data/db is the user's"
+    entry = json.loads(st.of("ENTRYPOINT")[0])
+    assert entry[0] == "secantusd-py" and entry[entry.index("--host") + 1] == "0.0.0.0"
+    assert entry[entry.index("--port") + 1] == "27017" and {int(p) for p in " ".join(st.of("EXPOSE")).split()} == {27017}
+    (health,) = st.of("HEALTHCHECK")
+    assert "ping" in health and "directConnection=true" in health, "the healthcheck pings the server itself"
+

@@ -110,9 +110,10 @@ def test_strip_comments_keeps_lines_and_strings():
 def test_manifest_side_is_collected():
     settings = manifest_settings()
     names = {s.name for s in settings}
-    # Spot checks that each source is read: k8s, compose and the Dockerfile.
+    # Spot checks that each source is read: k8s, compose (and its test override) and the Dockerfile.
     assert any(s.where.startswith("k8s/services/lighthouse.yaml") and s.name == "CLUSTER_SEEDS" for s in settings)
     assert any(s.where.startswith("docker/docker-compose.yaml pricing-web") and s.name == "HTTP_PORT" for s in settings)
+    assert any(s.where == "docker/docker-compose.test.yaml traders" and s.name == "BLOTTER_DIR" for s in settings)
     assert {s.name for s in dockerfile_settings(DOCKERFILE)} >= {"LOG_FORMAT", "CLUSTER_PORT", "HTTP_PORT"}
     # Third-party containers (MongoDB, Jaeger) are not our binaries.
     assert "COLLECTOR_OTLP_ENABLED" not in names
@@ -149,7 +150,7 @@ def test_dockerfile_packages_exist_with_their_binaries():
                 bins = {pkg}
             found[pkg] = bins
     for pkg, binary in PACKAGES.items():
-        assert pkg in found, f"the Dockerfile builds package {pkg}, which crates/ does not have"
+        assert pkg in found, f"docker/build.Dockerfile builds package {pkg}, which crates/ does not have"
         assert binary in found[pkg], f"package {pkg} must build the binary {binary} (has {sorted(found[pkg])})"
 
 

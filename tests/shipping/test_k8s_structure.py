@@ -25,6 +25,7 @@ from shipping import (
     MONGO_URL,
     NAMESPACE,
     PERSISTENT,
+    REPLICAS,
     SECRET_NAME,
     SEED_PORT,
     SERVICES,
@@ -51,9 +52,6 @@ BASE = base_docs()
 DISCOVERY = discovery_docs()
 SETS = {"seeds": BASE, "kubernetes-api": DISCOVERY}
 ALL = docs_in(K8S)
-
-REPLICAS = {"lighthouse": 3, "trade-processor": 2, "traders": 2, "pricing": 2, "pricing-web": 2}
-
 
 def workloads(docs: list[Doc]) -> list[Doc]:
     return [d for d in docs if d.kind in WORKLOAD_KINDS]
@@ -288,8 +286,10 @@ def test_members_use_mongodb_where_they_persist(variant, doc):
     docs = SETS[variant]
     value = env_value(c, "MONGO_CONNECTION_STR")
     if doc.name in PERSISTENT:
+        # (That the named replica set is the one MongoDB runs: test_mongodb.py.)
         assert value == MONGO_URL, f"{doc}: MONGO_CONNECTION_STR"
-        m = re.fullmatch(r"mongodb://([a-z0-9-]+):(\d+)/(\w+)", value)
+        m = re.fullmatch(r"mongodb://([a-z0-9-]+):(\d+)/(\w+)\?replicaSet=\w+", value)
+        assert m, f"{doc}: mongodb://<service>:<port>/<database>?replicaSet=<set>"
         svc = find(docs, "Service", m.group(1))
         assert int(m.group(2)) in {p["port"] for p in svc.body["spec"]["ports"]}, f"{doc}: MongoDB port"
     else:
