@@ -47,3 +47,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# The container fault suite: the images built without a registry, the whole cluster as
+# containers, faults injected and the journal checked from outside (tests/containers).
+echo "==> container fault suite"
+scripts/container-tests.sh

@@ -29,15 +29,20 @@ pub fn workspace(manifest_dir: &str) -> PathBuf {
     PathBuf::from(manifest_dir).join("../..")
 }
 
-/// A plain HTTP/1.1 request; returns the status code and the body.
-async fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+/// A plain HTTP/1.1 request; returns the status code and the body, or the I/O error.
+async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(request.as_bytes()).await?;
     // Read the head, then the body by its Content-Length (chromedriver keeps the connection
     // open despite `Connection: close`), or up to the end of the stream when there is none.
     let mut raw = Vec::new();
@@ -46,12 +51,17 @@ async fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16
         if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "connection closed before the response head");
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(closed("the response head"));
+        }
         raw.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let status = head[9..12].parse().unwrap();
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, head.clone()))?;
     let length = head.lines().find_map(|l| {
         let (name, value) = l.split_once(':')?;
         name.eq_ignore_ascii_case("content-length")
@@ -61,20 +71,41 @@ async fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16
     match length {
         Some(len) => {
             while raw.len() < head_end + len {
-                let n = stream.read(&mut buf).await.unwrap();
-                assert!(n > 0, "connection closed before the end of the body");
+                let n = stream.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(closed("the end of the body"));
+                }
                 raw.extend_from_slice(&buf[..n]);
             }
             raw.truncate(head_end + len);
         }
         None => {
-            stream.read_to_end(&mut raw).await.unwrap();
+            stream.read_to_end(&mut raw).await?;
         }
     }
-    (
+    Ok((
         status,
         String::from_utf8_lossy(&raw[head_end..]).into_owned(),
+    ))
+}
+
+fn closed(before: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("connection closed before {before}"),
     )
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    try_request(addr, method, path, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+}
+
+/// A plain HTTP/1.1 GET; the status code and the body, or the I/O error (for servers that may
+/// be down or restarting).
+pub async fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    try_request(addr, "GET", path, "").await
 }
 
 /// A plain HTTP/1.1 GET; returns the status code and the body.

@@ -1,0 +1,922 @@
+//! `container-suite`: the AkkaTrader cluster as Docker containers, and faults across hosts.
+//!
+//! It starts docker/docker-compose.yaml with the tests' override (docker/docker-compose.test.yaml:
+//! the SecantusDB stand-in for MongoDB, traders in load mode writing blotters) as a compose
+//! project of its own, then runs, in order:
+//!
+//! 1. **formation**: every member Up (`docker exec lighthouse-0 tradectl cluster show`), `/ready`
+//!    200 on each, prices of all 28 tickers on pricing-web's published port;
+//! 2. **crash**: `docker kill` trade-processor-1 under load; downed, removed, its books trade on
+//!    trade-processor-0; started again, it rejoins;
+//! 3. **partition**: trade-processor-0 cut off the network past the resolver's stable-after: the
+//!    majority downs it, it shuts itself down, and after reconnecting it rejoins as a new
+//!    incarnation; then trade-processor-1 cut off for less than stable-after: nobody is downed;
+//! 4. **rolling restart**: every container stopped with SIGTERM and started again, one at a
+//!    time, highest ordinal first, as a StatefulSet RollingUpdate does; each exits 0 within its
+//!    grace period; the longest pause any book saw is reported;
+//! 5. **scale**: traders 2 -> 4 -> 2; the new ones join, the removed ones leave gracefully;
+//! 6. **outage**: the MongoDB container stopped for 10 s under load; books refuse work with
+//!    errors, nothing crashes, then trading resumes.
+//!
+//! After every fault it checks the invariants of [`ledger`] (nothing confirmed lost, nothing
+//! placed twice, trade ids 1..N, pricing caught up, no rejected write), and it prints the
+//! figures it measured. The project is removed at the end (containers, network, volumes) unless
+//! `--keep` is given. `scripts/container-tests.sh` builds the images and runs it.
+
+mod docker;
+mod ledger;
+#[path = "../../support/web.rs"]
+mod web;
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use domain::Ticker;
+use host::{StoreConfig, Stores};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use docker::{Project, Teardown, docker};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "container-suite",
+    about = "The container fault suite of akka-cqrs-rs"
+)]
+struct Cli {
+    /// Orders per second of each traders container.
+    #[arg(long, default_value_t = 50)]
+    orders_per_second: u32,
+    /// Run only these faults (comma separated: crash,partition,rolling,scale,outage).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Formation and the steady-state rate only.
+    #[arg(long)]
+    no_faults: bool,
+    /// Leave the project running at the end (remove it with `docker-compose -p NAME down -v`).
+    #[arg(long)]
+    keep: bool,
+    /// The repository (default: the current directory).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+}
+
+/// Every member of the compose topology: 3 lighthouses, 2 trade-processors, 2 pricing,
+/// 2 traders.
+const MEMBERS: usize = 9;
+/// The members with a name of their own (the traders are scaled and advertise their IP).
+const NAMED: [&str; 7] = [
+    "lighthouse-0",
+    "lighthouse-1",
+    "lighthouse-2",
+    "trade-processor-0",
+    "trade-processor-1",
+    "pricing-0",
+    "pricing-1",
+];
+/// The services' stop grace period in the compose file.
+const GRACE: Duration = Duration::from_secs(35);
+
+fn address(service: &str, port: u16) -> String {
+    format!("akka.tcp://AkkaTrader@{service}:{port}")
+}
+
+/// One member as `/cluster/members` reports it.
+#[derive(Debug, Clone)]
+struct Member {
+    node: String,
+    uid: u64,
+    status: String,
+    reachable: bool,
+}
+
+struct Suite<'a> {
+    project: &'a Project,
+    blotters: PathBuf,
+    dashboard: SocketAddr,
+    figures: Vec<(String, String)>,
+    stores: Option<Stores>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+impl Suite<'_> {
+    fn figure(&mut self, name: &str, value: String) {
+        println!("    {name}: {value}");
+        self.figures.push((name.to_owned(), value));
+    }
+
+    /// The members, as the first lighthouse that answers sees them.
+    async fn members(&self) -> Result<Vec<Member>> {
+        for lh in ["lighthouse-0", "lighthouse-1", "lighthouse-2"] {
+            let Ok(id) = self.project.container(lh).await else {
+                continue;
+            };
+            let ip = self.project.ip(&id).await?;
+            if ip.is_empty() {
+                continue;
+            }
+            let addr: SocketAddr = format!("{ip}:8558").parse()?;
+            let Ok(Ok((200, body))) =
+                tokio::time::timeout(Duration::from_secs(2), web_get(addr, "/cluster/members"))
+                    .await
+            else {
+                continue;
+            };
+            let state: Value = serde_json::from_str(&body)?;
+            return Ok(state["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| Member {
+                    node: m["node"].as_str().unwrap_or_default().to_owned(),
+                    uid: m["nodeUid"].as_u64().unwrap_or_default(),
+                    status: m["status"].as_str().unwrap_or_default().to_owned(),
+                    reachable: m["reachable"].as_bool().unwrap_or(false),
+                })
+                .collect());
+        }
+        bail!("no lighthouse answers /cluster/members")
+    }
+
+    async fn member(&self, node: &str) -> Result<Option<Member>> {
+        Ok(self.members().await?.into_iter().find(|m| m.node == node))
+    }
+
+    /// Waits until `node` is Up and reachable as a new incarnation (not `old_uid`).
+    async fn rejoined(&self, node: &str, old_uid: u64, timeout: Duration) -> Result<()> {
+        eventually(
+            &format!("{node} Up as a new incarnation"),
+            timeout,
+            || async {
+                Ok(self
+                    .member(node)
+                    .await?
+                    .filter(|m| m.status == "Up" && m.reachable && m.uid != old_uid)
+                    .map(|_| ()))
+            },
+        )
+        .await
+    }
+
+    /// Waits until `n` members are Up and reachable.
+    async fn all_up(&self, n: usize, timeout: Duration) -> Result<Vec<Member>> {
+        eventually(
+            &format!("{n} members Up and reachable"),
+            timeout,
+            || async {
+                let ms = self.members().await?;
+                let ok = ms.len() == n && ms.iter().all(|m| m.status == "Up" && m.reachable);
+                Ok(ok.then_some(ms))
+            },
+        )
+        .await
+    }
+
+    /// The journal and snapshots in the MongoDB container, through its current address.
+    async fn stores(&mut self) -> Result<&Stores> {
+        if self.stores.is_none() {
+            let id = self.project.container("mongodb").await?;
+            let ip = self.project.ip(&id).await?;
+            let uri = format!("mongodb://{ip}:27017/akkaTrader?directConnection=true");
+            let stores = Stores::open(&StoreConfig::Mongo(uri.clone()))
+                .await
+                .with_context(|| format!("open the journal at {uri}"))?;
+            self.stores = Some(stores);
+        }
+        Ok(self.stores.as_ref().unwrap())
+    }
+
+    /// Each book's last trade id.
+    async fn last_trades(&mut self) -> Result<BTreeMap<Ticker, u64>> {
+        let stores = self.stores().await?;
+        Ok(ledger::read_books(stores)
+            .await?
+            .into_iter()
+            .map(|(t, b)| (t, b.last_trade))
+            .collect())
+    }
+
+    /// Waits until every book traded past `before`; returns when.
+    async fn every_book_trades(
+        &mut self,
+        before: &BTreeMap<Ticker, u64>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.last_trades().await?;
+            let stuck: Vec<_> = before
+                .iter()
+                .filter(|(t, n)| now.get(t).copied().unwrap_or(0) <= **n)
+                .map(|(t, _)| t.to_string())
+                .collect();
+            if stuck.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("books not trading after {timeout:?}: {stuck:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn tp_logs(&self) -> Result<Vec<String>> {
+        let mut logs = Vec::new();
+        for s in ["trade-processor-0", "trade-processor-1"] {
+            logs.push(self.project.logs(&self.project.container(s).await?).await?);
+        }
+        Ok(logs)
+    }
+
+    /// The invariants, after a fault.
+    async fn invariants(&mut self, after: &str) -> Result<()> {
+        let logs = self.tp_logs().await?;
+        let blotters = self.blotters.clone();
+        let stores = self.stores().await?;
+        let v = ledger::check(stores, &blotters, &logs)
+            .await
+            .with_context(|| format!("invariants after {after}"))?;
+        println!(
+            "    invariants hold after {after}: {} confirmed orders all journaled, {} placed once each, {} trades with ids 1..N, pricing caught up",
+            v.confirmed, v.placed, v.trades
+        );
+        Ok(())
+    }
+
+    /// Orders confirmed per second, from the blotters, over `window`.
+    async fn confirmed_rate(&self, window: Duration) -> Result<f64> {
+        let a = ledger::read_blotters(&self.blotters)?.len();
+        tokio::time::sleep(window).await;
+        let b = ledger::read_blotters(&self.blotters)?.len();
+        Ok((b - a) as f64 / window.as_secs_f64())
+    }
+
+    async fn formation(&mut self, started: Instant) -> Result<()> {
+        println!("==> formation");
+        self.all_up(MEMBERS, Duration::from_secs(240)).await?;
+        self.figure("all members Up after `up`", secs(started.elapsed()));
+        let lh0 = self.project.container("lighthouse-0").await?;
+        let show = docker(&["exec", &lh0, "tradectl", "cluster", "show"]).await?;
+        let up = show
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains("| up |"))
+            .count();
+        if up != MEMBERS {
+            bail!("tradectl cluster show lists {up} members Up, expected {MEMBERS}:\n{show}");
+        }
+        let mut ready = 0;
+        let mut ids = Vec::new();
+        for s in NAMED {
+            ids.push(self.project.container(s).await?);
+        }
+        ids.extend(self.project.containers("traders").await?);
+        for id in &ids {
+            let addr: SocketAddr = format!("{}:8558", self.project.ip(id).await?).parse()?;
+            // Each member sees itself Up a gossip round after the lighthouse does.
+            eventually(&format!("/ready 200 on {id}"), Duration::from_secs(60), || async move {
+                Ok(matches!(web_get(addr, "/ready").await?, (200, _)).then_some(()))
+            })
+            .await?;
+            ready += 1;
+        }
+        println!("    tradectl cluster show: {up} members Up; /ready 200 on {ready} members");
+        let dashboard = self.dashboard;
+        eventually(
+            "prices of all 28 tickers on pricing-web",
+            Duration::from_secs(180),
+            || async move {
+                let (status, body) = web_get(dashboard, "/api/tickers").await?;
+                if status != 200 {
+                    return Ok(None);
+                }
+                let rows: Value = serde_json::from_str(&body)?;
+                let priced = rows
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| !r["latest"].is_null())
+                    .count();
+                Ok((priced == 28).then_some(()))
+            },
+        )
+        .await?;
+        self.figure(
+            "prices of all 28 tickers after `up`",
+            secs(started.elapsed()),
+        );
+        let rate = self.confirmed_rate(Duration::from_secs(20)).await?;
+        self.figure("confirmed orders/s across containers", format!("{rate:.0}"));
+        self.invariants("formation").await
+    }
+
+    async fn crash(&mut self) -> Result<()> {
+        println!("==> crash: docker kill trade-processor-1 under load");
+        let node = address("trade-processor-1", 5055);
+        let old = self
+            .member(&node)
+            .await?
+            .context("trade-processor-1 is a member")?;
+        let before = self.last_trades().await?;
+        let id = self.project.container("trade-processor-1").await?;
+        let t0 = Instant::now();
+        docker(&["kill", &id]).await?;
+        let (unreachable, down) = (Cell::new(None), Cell::new(None));
+        let this = &*self;
+        let removed = eventually(
+            "trade-processor-1 removed",
+            Duration::from_secs(120),
+            || {
+                let node = node.clone();
+                let (unreachable, down) = (&unreachable, &down);
+                async move {
+                    match this.member(&node).await? {
+                        Some(m) => {
+                            if !m.reachable && unreachable.get().is_none() {
+                                unreachable.set(Some(t0.elapsed()));
+                            }
+                            if m.status == "Down" && down.get().is_none() {
+                                down.set(Some(t0.elapsed()));
+                            }
+                            Ok(None)
+                        }
+                        None => Ok(Some(t0.elapsed())),
+                    }
+                }
+            },
+        )
+        .await?;
+        let figure = |d: Option<Duration>| d.map(secs).unwrap_or_else(|| "-".into());
+        self.figure("crash: unreachable after kill", figure(unreachable.get()));
+        self.figure("crash: downed after kill", figure(down.get()));
+        self.figure("crash: removed after kill", secs(removed));
+        // Its shards move: trade-processor-0 runs every book, and every book trades again.
+        let tp0 = self.project.container("trade-processor-0").await?;
+        let tp0_addr: SocketAddr = format!("{}:8558", self.project.ip(&tp0).await?).parse()?;
+        eventually(
+            "trade-processor-0 hosting all 28 books",
+            Duration::from_secs(90),
+            || async move {
+                let (status, body) = web_get(tp0_addr, "/cluster/shards/orderBook").await?;
+                let stats: Value = serde_json::from_str(&body).unwrap_or_default();
+                let regions = stats["regions"].as_array().cloned().unwrap_or_default();
+                let only_tp0 = regions.len() == 1
+                    && regions[0]["address"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("trade-processor-0")
+                    && regions[0]["entities"].as_u64().unwrap_or(0) >= 28;
+                Ok((status == 200 && only_tp0).then_some(()))
+            },
+        )
+        .await?;
+        self.every_book_trades(&before, Duration::from_secs(120))
+            .await?;
+        self.figure(
+            "crash: every book trading again after kill",
+            secs(t0.elapsed()),
+        );
+        let t1 = Instant::now();
+        docker(&["start", &id]).await?;
+        self.rejoined(&node, old.uid, Duration::from_secs(120))
+            .await?;
+        self.figure("crash: rejoined Up after docker start", secs(t1.elapsed()));
+        self.all_up(MEMBERS, Duration::from_secs(60)).await?;
+        self.invariants("crash").await
+    }
+
+    async fn reconnect(&self, id: &str, alias: &str) -> Result<()> {
+        docker(&[
+            "network",
+            "connect",
+            "--alias",
+            alias,
+            &self.project.network(),
+            id,
+        ])
+        .await
+        .map(|_| ())
+    }
+
+    async fn partition(&mut self) -> Result<()> {
+        println!("==> partition: trade-processor-0 cut off past stable-after (20 s)");
+        let node = address("trade-processor-0", 5055);
+        let old = self
+            .member(&node)
+            .await?
+            .context("trade-processor-0 is a member")?;
+        let id = self.project.container("trade-processor-0").await?;
+        let (_, _, restarts_before) = self.project.state(&id).await?;
+        let t0 = Instant::now();
+        docker(&["network", "disconnect", &self.project.network(), &id]).await?;
+        let unreachable = Cell::new(None);
+        let this = &*self;
+        let downed = eventually(
+            "the majority downs trade-processor-0",
+            Duration::from_secs(120),
+            || {
+                let node = node.clone();
+                let unreachable = &unreachable;
+                async move {
+                    match this.member(&node).await? {
+                        Some(m) if m.uid == old.uid && m.status != "Down" => {
+                            if !m.reachable && unreachable.get().is_none() {
+                                unreachable.set(Some(t0.elapsed()));
+                            }
+                            Ok(None)
+                        }
+                        _ => Ok(Some(t0.elapsed())),
+                    }
+                }
+            },
+        )
+        .await?;
+        let unreachable = unreachable.get().map(secs).unwrap_or_else(|| "-".into());
+        self.figure("partition: unreachable after cut", unreachable);
+        self.figure("partition: downed by the majority after cut", secs(downed));
+        // The isolated node downs itself and exits; the restart policy starts it again.
+        let project = &self.project;
+        let id2 = id.clone();
+        let isolated = eventually(
+            "the isolated node shuts down",
+            Duration::from_secs(120),
+            || {
+                let id = id2.clone();
+                async move {
+                    let (running, _, restarts) = project.state(&id).await?;
+                    Ok((!running || restarts > restarts_before).then_some(t0.elapsed()))
+                }
+            },
+        )
+        .await?;
+        self.figure(
+            "partition: isolated node shut itself down after cut",
+            secs(isolated),
+        );
+        let t1 = Instant::now();
+        self.reconnect(&id, "trade-processor-0").await?;
+        self.rejoined(&node, old.uid, Duration::from_secs(180))
+            .await?;
+        self.figure("partition: rejoined after reconnect", secs(t1.elapsed()));
+        self.all_up(MEMBERS, Duration::from_secs(60)).await?;
+        self.invariants("the long partition").await?;
+
+        println!("==> partition: trade-processor-1 cut off for 8 s (< stable-after)");
+        let before: BTreeMap<String, u64> = self
+            .members()
+            .await?
+            .into_iter()
+            .map(|m| (m.node, m.uid))
+            .collect();
+        let id = self.project.container("trade-processor-1").await?;
+        docker(&["network", "disconnect", &self.project.network(), &id]).await?;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let t2 = Instant::now();
+        self.reconnect(&id, "trade-processor-1").await?;
+        self.all_up(MEMBERS, Duration::from_secs(60)).await?;
+        self.figure(
+            "short partition: all reachable after heal",
+            secs(t2.elapsed()),
+        );
+        let after: BTreeMap<String, u64> = self
+            .members()
+            .await?
+            .into_iter()
+            .map(|m| (m.node, m.uid))
+            .collect();
+        if before != after {
+            bail!("a short partition changed the membership: {before:?} -> {after:?}");
+        }
+        self.invariants("the short partition").await
+    }
+
+    /// SIGTERM one container, wait for it to exit, start it again; returns the time to exit.
+    async fn restart_gracefully(&self, id: &str) -> Result<Duration> {
+        let t0 = Instant::now();
+        docker(&["stop", "--time", &GRACE.as_secs().to_string(), id]).await?;
+        let took = t0.elapsed();
+        let (_, code, _) = self.project.state(id).await?;
+        if code != 0 {
+            let log = self.project.logs(id).await?;
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            bail!("{id} exited with {code} after SIGTERM ({took:?}); last lines: {tail:#?}");
+        }
+        if took >= GRACE {
+            bail!("{id} did not exit within the grace period");
+        }
+        docker(&["start", id]).await?;
+        Ok(took)
+    }
+
+    async fn rolling(&mut self) -> Result<()> {
+        println!("==> rolling restart: SIGTERM, one container at a time, highest ordinal first");
+        // The longest pause a book saw: its highest sequence nr sampled every 250 ms.
+        let stores = self.stores().await?.clone();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let sampler = tokio::spawn(async move {
+            let mut last: BTreeMap<Ticker, (u64, Instant)> = BTreeMap::new();
+            let mut longest = (Duration::ZERO, String::new());
+            loop {
+                for t in Ticker::defaults() {
+                    let pid = trade_processor::entity::persistence_id(t.as_str());
+                    let Ok(seq) = stores.journal.highest_sequence_nr(&pid, 0).await else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    let e = last.entry(t).or_insert((seq, now));
+                    if seq != e.0 {
+                        let gap = now - e.1;
+                        if gap > longest.0 {
+                            longest = (gap, t.to_string());
+                        }
+                        *e = (seq, now);
+                    }
+                }
+                if stop_rx.try_recv().is_ok() {
+                    return longest;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        let mut slowest_exit = (Duration::ZERO, String::new());
+        let order: [(&str, u16); 7] = [
+            ("trade-processor-1", 5055),
+            ("trade-processor-0", 5055),
+            ("pricing-1", 5055),
+            ("pricing-0", 5055),
+            ("lighthouse-2", 4053),
+            ("lighthouse-1", 4053),
+            ("lighthouse-0", 4053),
+        ];
+        for (service, port) in order {
+            let node = address(service, port);
+            let old = self.member(&node).await?.context("a member")?;
+            let id = self.project.container(service).await?;
+            let took = self.restart_gracefully(&id).await?;
+            if took > slowest_exit.0 {
+                slowest_exit = (took, service.to_owned());
+            }
+            self.rejoined(&node, old.uid, Duration::from_secs(120))
+                .await?;
+            self.all_up(MEMBERS, Duration::from_secs(60)).await?;
+            println!(
+                "    {service}: exit 0 after SIGTERM in {}, back Up",
+                secs(took)
+            );
+        }
+        for id in self.project.containers("traders").await?.into_iter().rev() {
+            let took = self.restart_gracefully(&id).await?;
+            if took > slowest_exit.0 {
+                slowest_exit = (took, "traders".into());
+            }
+            self.all_up(MEMBERS, Duration::from_secs(120)).await?;
+            println!(
+                "    traders {id}: exit 0 after SIGTERM in {}, back Up",
+                secs(took)
+            );
+        }
+        let web_id = self.project.container("pricing-web").await?;
+        let took = self.restart_gracefully(&web_id).await?;
+        let dashboard = self.dashboard;
+        eventually(
+            "pricing-web ready again",
+            Duration::from_secs(60),
+            || async move {
+                Ok(matches!(web_get(dashboard, "/ready").await, Ok((200, _))).then_some(()))
+            },
+        )
+        .await?;
+        println!(
+            "    pricing-web: exit 0 after SIGTERM in {}, ready again",
+            secs(took)
+        );
+        let _ = stop_tx.send(());
+        let (pause, ticker) = sampler.await?;
+        self.figure(
+            "rolling: slowest SIGTERM-to-exit",
+            format!("{} ({})", secs(slowest_exit.0), slowest_exit.1),
+        );
+        self.figure(
+            "rolling: longest pause any book saw",
+            format!("{} ({ticker})", secs(pause)),
+        );
+        self.invariants("the rolling restart").await
+    }
+
+    async fn scale(&mut self) -> Result<()> {
+        println!("==> scale: traders 2 -> 4 -> 2");
+        let t0 = Instant::now();
+        self.project
+            .compose(&["up", "-d", "--no-recreate", "--scale", "traders=4"])
+            .await?;
+        let members = self.all_up(MEMBERS + 2, Duration::from_secs(120)).await?;
+        self.figure(
+            "scale: 4 traders Up after `--scale traders=4`",
+            secs(t0.elapsed()),
+        );
+        let named: Vec<String> = NAMED
+            .iter()
+            .map(|s| {
+                address(
+                    s,
+                    if s.starts_with("lighthouse") {
+                        4053
+                    } else {
+                        5055
+                    },
+                )
+            })
+            .collect();
+        let traders_before: Vec<String> = members
+            .into_iter()
+            .map(|m| m.node)
+            .filter(|n| !named.contains(n))
+            .collect();
+        // Scaling down stops the highest-numbered replicas with SIGTERM; they must leave
+        // (Leaving/Exiting, then removed), never be downed.
+        let t1 = Instant::now();
+        let watcher = {
+            let lh = self.project.container("lighthouse-0").await?;
+            let addr: SocketAddr = format!("{}:8558", self.project.ip(&lh).await?).parse()?;
+            let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                loop {
+                    if let Ok((200, body)) = web_get(addr, "/cluster/members").await {
+                        let state: Value = serde_json::from_str(&body).unwrap_or_default();
+                        for m in state["members"].as_array().into_iter().flatten() {
+                            let node = m["node"].as_str().unwrap_or_default().to_owned();
+                            let status = m["status"].as_str().unwrap_or_default().to_owned();
+                            let s = seen.entry(node).or_default();
+                            if s.last() != Some(&status) {
+                                s.push(status);
+                            }
+                        }
+                    }
+                    if stop_rx.try_recv().is_ok() {
+                        return seen;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            (stop_tx, task)
+        };
+        self.project
+            .compose(&["up", "-d", "--no-recreate", "--scale", "traders=2"])
+            .await?;
+        let after = self.all_up(MEMBERS, Duration::from_secs(120)).await?;
+        self.figure(
+            "scale: back to 2 traders after `--scale traders=2`",
+            secs(t1.elapsed()),
+        );
+        let _ = watcher.0.send(());
+        let seen = watcher.1.await?;
+        let remaining: Vec<String> = after.into_iter().map(|m| m.node).collect();
+        for gone in traders_before.iter().filter(|n| !remaining.contains(n)) {
+            let statuses = seen.get(gone).cloned().unwrap_or_default();
+            if statuses.iter().any(|s| s == "Down") {
+                bail!("{gone} was downed instead of leaving: {statuses:?}");
+            }
+            println!("    {gone} left gracefully: {}", statuses.join(" -> "));
+        }
+        self.invariants("scaling").await
+    }
+
+    async fn outage(&mut self) -> Result<()> {
+        println!("==> outage: MongoDB stopped for 10 s under load");
+        let before_uids: BTreeMap<String, u64> = self
+            .members()
+            .await?
+            .into_iter()
+            .map(|m| (m.node, m.uid))
+            .collect();
+        let mut restarts = Vec::new();
+        for s in [
+            "trade-processor-0",
+            "trade-processor-1",
+            "pricing-0",
+            "pricing-1",
+        ] {
+            let id = self.project.container(s).await?;
+            restarts.push((s, id.clone(), self.project.state(&id).await?.2));
+        }
+        let since = docker(&["info", "--format", "{{.SystemTime}}"]).await?;
+        let mongo = self.project.container("mongodb").await?;
+        self.stores = None;
+        docker(&["stop", "--time", "10", &mongo]).await?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        docker(&["start", &mongo]).await?;
+        let t0 = Instant::now();
+        // Books refused work with errors meanwhile.
+        let mut refusals = 0;
+        for (s, id, _) in &restarts {
+            if s.starts_with("trade-processor") {
+                let out = tokio::process::Command::new("docker")
+                    .args(["logs", "--since", since.trim(), id])
+                    .output()
+                    .await?;
+                let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                    + &String::from_utf8_lossy(&out.stdout);
+                refusals += text
+                    .lines()
+                    .filter(|l| {
+                        l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\"")
+                    })
+                    .count();
+            }
+        }
+        if refusals == 0 {
+            bail!("no trade-processor logged an error or warning while the store was down");
+        }
+        let before = self.wait_for_store().await?;
+        self.every_book_trades(&before, Duration::from_secs(120))
+            .await?;
+        self.figure(
+            "outage: every book trading again after the store came back",
+            secs(t0.elapsed()),
+        );
+        for (s, id, n) in &restarts {
+            let (running, _, now) = self.project.state(id).await?;
+            if !running || now != *n {
+                bail!("{s} crashed during the store outage (restarts {n} -> {now})");
+            }
+        }
+        let after: BTreeMap<String, u64> = self
+            .members()
+            .await?
+            .into_iter()
+            .map(|m| (m.node, m.uid))
+            .collect();
+        if before_uids != after {
+            bail!("the store outage changed the membership: {before_uids:?} -> {after:?}");
+        }
+        println!(
+            "    {refusals} warnings/errors logged by the trade-processors; no restart, same members"
+        );
+        self.invariants("the store outage").await
+    }
+
+    /// Reconnects to the store after it restarted (its address may change) and returns each
+    /// book's last trade id then.
+    async fn wait_for_store(&mut self) -> Result<BTreeMap<Ticker, u64>> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            self.stores = None;
+            match self.last_trades().await {
+                Ok(t) => return Ok(t),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    }
+}
+
+async fn web_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let connect = tokio::net::TcpStream::connect(addr);
+    tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .context("connect timeout")??;
+    Ok(
+        tokio::time::timeout(Duration::from_secs(5), web::try_get(addr, path))
+            .await
+            .context("request timeout")??,
+    )
+}
+
+async fn run(suite: &mut Suite<'_>, cli: &Cli, started: Instant) -> Result<()> {
+    suite.formation(started).await?;
+    if cli.no_faults {
+        return Ok(());
+    }
+    let wanted = |f: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == f);
+    if wanted("crash") {
+        suite.crash().await?;
+    }
+    if wanted("partition") {
+        suite.partition().await?;
+    }
+    if wanted("rolling") {
+        suite.rolling().await?;
+    }
+    if wanted("scale") {
+        suite.scale().await?;
+    }
+    if wanted("outage") {
+        suite.outage().await?;
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let repo = std::fs::canonicalize(&cli.repo).expect("the repository exists");
+    let name = format!("akka-cqrs-test-{}", std::process::id());
+    let work = repo.join("target/container-tests").join(&name);
+    let blotters = work.join("blotters");
+    std::fs::create_dir_all(&blotters).expect("create the blotter folder");
+    // The traders run as uid 10001 in their containers.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&blotters, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dashboard_port = free_port();
+    let env = vec![
+        (
+            "TRADERS_ORDERS_PER_SECOND".into(),
+            cli.orders_per_second.to_string(),
+        ),
+        ("BLOTTER_HOST_DIR".into(), blotters.display().to_string()),
+        ("DASHBOARD_PORT".into(), dashboard_port.to_string()),
+        ("MANAGEMENT_PORT".into(), free_port().to_string()),
+    ];
+    let project = Project::new(name.clone(), repo, env);
+    let teardown = Teardown {
+        project: &project,
+        keep: cli.keep,
+    };
+    let mut suite = Suite {
+        project: &project,
+        blotters: blotters.clone(),
+        dashboard: SocketAddr::from(([127, 0, 0, 1], dashboard_port)),
+        figures: Vec::new(),
+        stores: None,
+    };
+    println!(
+        "==> docker-compose up: project {name}, {} orders/s per traders container",
+        cli.orders_per_second
+    );
+    let started = Instant::now();
+    let outcome = match suite.project.compose(&["up", "-d"]).await {
+        Ok(_) => run(&mut suite, &cli, started).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &outcome {
+        eprintln!("FAILED: {e:#}");
+        for s in [
+            "trade-processor-0",
+            "trade-processor-1",
+            "pricing-0",
+            "mongodb",
+        ] {
+            if let Ok(id) = suite.project.container(s).await {
+                let log = suite.project.logs(&id).await.unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                eprintln!("--- last lines of {s}:");
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+    let took = started.elapsed();
+    suite.stores = None;
+    drop(teardown);
+    if !cli.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    println!("==> figures ({} in all)", secs(took));
+    for (k, v) in &suite.figures {
+        println!("    {k}: {v}");
+    }
+    if outcome.is_ok() {
+        println!("==> container suite passed");
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
