@@ -48,7 +48,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -150,6 +150,10 @@ pub struct RegionCounters {
     pub entities: AtomicU64,
     /// Shards this region handed off to another region (stopped here for a move).
     pub handoffs: AtomicU64,
+    /// Set once the region has registered with its coordinator, and never cleared: what
+    /// the node's readiness check reads (as Akka's sharding health check, a coordinator
+    /// moving later does not make a node unready again).
+    pub registered: AtomicBool,
 }
 
 type PeerRef<M> = Arc<ResolvedRef<RegionWire<M>>>;
@@ -779,6 +783,7 @@ where
                     info!(type_name = %self.type_name, coordinator = %from, "region registered");
                 }
                 self.registered = true;
+                self.counters.registered.store(true, Ordering::Relaxed);
                 // The coordinator's allocation is authoritative: it also ends hand-offs
                 // that a previous coordinator began and never finished telling us about.
                 for (s, h) in homes {

@@ -161,6 +161,10 @@ pub trait StatsSource: Send + Sync + 'static {
     fn local_counters(&self) -> Option<Arc<RegionCounters>> {
         None
     }
+
+    /// Whether the region (hosting or proxy) has registered with its coordinator at least
+    /// once: what the node's readiness check reads.
+    fn registered(&self) -> bool;
 }
 
 impl<M: Send + 'static> StatsSource for crate::region::ShardRegion<M> {
@@ -172,13 +176,52 @@ impl<M: Send + 'static> StatsSource for crate::region::ShardRegion<M> {
     fn local_counters(&self) -> Option<Arc<RegionCounters>> {
         self.is_host().then(|| self.shared_counters())
     }
+
+    fn registered(&self) -> bool {
+        self.counters().registered.load(Ordering::Relaxed)
+    }
 }
 
 /// The entity types this node shards, by type name; the management HTTP route looks
 /// types up here. Cheap to clone.
+///
+/// It is also the node's sharding readiness check (put it into
+/// `NodeConfig.management.readiness`): `/ready` answers 503 until every region in it has
+/// registered with its coordinator, as Akka's `ClusterShardingHealthCheck` does, so a rolling
+/// update does not move on while this node's shards cannot be placed or reached. Once a
+/// region has registered, a coordinator that moves later does not make the node unready.
 #[derive(Clone, Default)]
 pub struct ShardingRegistry {
     types: Arc<RwLock<BTreeMap<String, Arc<dyn StatsSource>>>>,
+}
+
+impl std::fmt::Debug for ShardingRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardingRegistry")
+            .field("types", &self.type_names())
+            .finish()
+    }
+}
+
+impl runtime::management::ReadinessCheck for ShardingRegistry {
+    fn check(&self) -> Result<(), String> {
+        let waiting: Vec<String> = self
+            .types
+            .read()
+            .expect("registry lock")
+            .iter()
+            .filter(|(_, src)| !src.registered())
+            .map(|(t, _)| t.clone())
+            .collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "shard region {} has not registered with its coordinator",
+                waiting.join(", ")
+            ))
+        }
+    }
 }
 
 impl ShardingRegistry {

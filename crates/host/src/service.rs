@@ -1,6 +1,7 @@
 //! A started service node: the runtime node, distributed pub-sub on it, and the sharding
-//! registry that the node's management port serves as `GET /cluster/shards/{type}` and
-//! whose regions' shard, entity and hand-off counts its `/metrics` shows.
+//! registry that the node's management port serves as `GET /cluster/shards/{type}`, whose
+//! regions' shard, entity and hand-off counts its `/metrics` shows, and that `/ready` waits
+//! for (every region registered with its coordinator).
 
 use cluster_sharding::{ShardingInstruments, ShardingRegistry};
 use cluster_tools::pubsub::{DistributedPubSub, PubSubSettings};
@@ -37,6 +38,9 @@ impl ServiceNode {
         let sharding = ShardingRegistry::new();
         if let Some(management) = config.management.as_mut() {
             management.routes = Some(sharding.router());
+            management
+                .readiness
+                .push(std::sync::Arc::new(sharding.clone()));
         }
         let node = Node::start(config).await?;
         let pubsub =

@@ -110,7 +110,11 @@ async fn ready(State(hub): State<Arc<PriceHub>>) -> Response {
     if hub.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "price feed not connected").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the cluster client has no receptionist (price feed not connected)",
+        )
+            .into_response()
     }
 }
 

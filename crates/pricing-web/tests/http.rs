@@ -64,7 +64,9 @@ async fn pages_assets_and_probes_are_served() {
     assert_eq!(get(server.addr, "/alive").await.0, 200);
     assert_eq!(get(server.addr, "/ready").await.0, 200);
     server.hub.set_ready(false);
-    assert_eq!(get(server.addr, "/ready").await.0, 503);
+    let (status, body) = get(server.addr, "/ready").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no receptionist"), "{body}");
 }
 
 #[tokio::test]

@@ -95,6 +95,7 @@ impl NodeConfig {
                 port: 0,
                 token: None,
                 routes: None,
+                readiness: Vec::new(),
             }),
             pod_name: None,
             shutdown_phase_timeout: Duration::from_secs(10),
@@ -731,6 +732,7 @@ impl NodeArgs {
                     port,
                     token: self.management_token.clone().filter(|t| !t.is_empty()),
                     routes: None,
+                    readiness: Vec::new(),
                 })
             }
         };

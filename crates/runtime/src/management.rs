@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /alive` | 200 while the process serves |
-//! | `GET /ready` | 200 only while this node is Up, else 503 |
+//! | `GET /ready` | 200 only while this node is Up and every [`ReadinessCheck`] passes (for example every shard region registered with its coordinator), else 503 with the reason |
 //! | `GET /cluster/members` | JSON: selfNode, leader, oldest, members (node, nodeUid, status, roles, reachable), unreachable |
 //! | `PUT /cluster/members/{address}` | body `{"operation":"leave"}` / `operation=down` (form) / `?operation=leave`: leave or down that member |
 //! | `GET /cluster/events` | newline-delimited JSON: the current state, then every cluster event as it happens |
@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -44,6 +45,17 @@ pub struct ManagementConfig {
     /// More routes served on the same port, merged in at start (for example the sharding
     /// statistics, `GET /cluster/shards/{type}`, of the regions the node will host).
     pub routes: Option<Router>,
+    /// What else must be ready before `GET /ready` answers 200, beyond this node being Up
+    /// (for example every shard region registered with its coordinator).
+    pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+}
+
+/// A part of the node that must be ready for `GET /ready` to answer 200, as Akka
+/// Management's readiness checks: asked on every request, after the node is Up. Keep it
+/// cheap and synchronous (read a flag, not the network).
+pub trait ReadinessCheck: Send + Sync + std::fmt::Debug + 'static {
+    /// `Err(why)` while this part is not ready; the reason goes into the 503 body.
+    fn check(&self) -> Result<(), String>;
 }
 
 #[derive(Clone)]
@@ -51,6 +63,7 @@ struct AppState {
     cluster: Cluster,
     metrics: Metrics,
     token: Option<String>,
+    readiness: Arc<[Arc<dyn ReadinessCheck>]>,
 }
 
 /// Body of `PUT /cluster/members/{address}`.
@@ -91,6 +104,7 @@ pub async fn serve(
         cluster,
         metrics,
         token: cfg.token.clone(),
+        readiness: cfg.readiness.clone().into(),
     };
     let app = Router::new()
         .route("/alive", get(alive))
@@ -125,7 +139,18 @@ async fn alive() -> &'static str {
 
 async fn ready(State(s): State<AppState>) -> Response {
     match s.cluster.state().self_status {
-        Some(MemberStatus::Up) => (StatusCode::OK, "Up").into_response(),
+        Some(MemberStatus::Up) => {
+            let waiting: Vec<String> = s.readiness.iter().filter_map(|c| c.check().err()).collect();
+            if waiting.is_empty() {
+                (StatusCode::OK, "Up").into_response()
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {}", waiting.join("; ")),
+                )
+                    .into_response()
+            }
+        }
         other => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
