@@ -12,8 +12,9 @@
 //!    majority downs it, it shuts itself down, and after reconnecting it rejoins as a new
 //!    incarnation; then trade-processor-1 cut off for less than stable-after: nobody is downed;
 //! 4. **rolling restart**: every container stopped with SIGTERM and started again, one at a
-//!    time, highest ordinal first, as a StatefulSet RollingUpdate does; each exits 0 within its
-//!    grace period; the longest pause any book saw is reported;
+//!    time, highest ordinal first, as a StatefulSet RollingUpdate does (the next only once the
+//!    last is Up and answers `/ready`); each exits 0 within its grace period; the longest pause
+//!    any book saw is reported;
 //! 5. **scale**: traders 2 -> 4 -> 2; the new ones join, the removed ones leave gracefully;
 //! 6. **outage**: the MongoDB container stopped for 10 s under load; books refuse work with
 //!    errors, nothing crashes, then trading resumes.
@@ -526,8 +527,20 @@ impl Suite<'_> {
         self.invariants("the short partition").await
     }
 
-    /// SIGTERM one container, wait for it to exit, start it again; returns the time to exit.
-    async fn restart_gracefully(&self, id: &str) -> Result<Duration> {
+    /// Waits until the member in container `id` answers `/ready` 200 (Up, and its shard
+    /// regions registered); returns how long after `started`.
+    async fn ready_after(&self, id: &str, started: Instant, timeout: Duration) -> Result<Duration> {
+        let addr: SocketAddr = format!("{}:8558", self.project.ip(id).await?).parse()?;
+        eventually(&format!("/ready 200 on {id}"), timeout, || async move {
+            Ok(matches!(web_get(addr, "/ready").await, Ok((200, _))).then_some(()))
+        })
+        .await?;
+        Ok(started.elapsed())
+    }
+
+    /// SIGTERM one container, wait for it to exit, start it again; returns the time to exit
+    /// and when it was started again.
+    async fn restart_gracefully(&self, id: &str) -> Result<(Duration, Instant)> {
         let t0 = Instant::now();
         docker(&["stop", "--time", &GRACE.as_secs().to_string(), id]).await?;
         let took = t0.elapsed();
@@ -540,8 +553,9 @@ impl Suite<'_> {
         if took >= GRACE {
             bail!("{id} did not exit within the grace period");
         }
+        let started = Instant::now();
         docker(&["start", id]).await?;
-        Ok(took)
+        Ok((took, started))
     }
 
     async fn rolling(&mut self) -> Result<()> {
@@ -588,31 +602,40 @@ impl Suite<'_> {
             let node = address(service, port);
             let old = self.member(&node).await?.context("a member")?;
             let id = self.project.container(service).await?;
-            let took = self.restart_gracefully(&id).await?;
+            let (took, started) = self.restart_gracefully(&id).await?;
             if took > slowest_exit.0 {
                 slowest_exit = (took, service.to_owned());
             }
             self.rejoined(&node, old.uid, Duration::from_secs(120))
                 .await?;
             self.all_up(MEMBERS, Duration::from_secs(60)).await?;
+            // As a StatefulSet's rolling update: the next pod only once this one is ready.
+            let ready = self
+                .ready_after(&id, started, Duration::from_secs(120))
+                .await?;
             println!(
-                "    {service}: exit 0 after SIGTERM in {}, back Up",
-                secs(took)
+                "    {service}: exit 0 after SIGTERM in {}, back Up, ready {} after start",
+                secs(took),
+                secs(ready)
             );
         }
         for id in self.project.containers("traders").await?.into_iter().rev() {
-            let took = self.restart_gracefully(&id).await?;
+            let (took, started) = self.restart_gracefully(&id).await?;
             if took > slowest_exit.0 {
                 slowest_exit = (took, "traders".into());
             }
             self.all_up(MEMBERS, Duration::from_secs(120)).await?;
+            let ready = self
+                .ready_after(&id, started, Duration::from_secs(120))
+                .await?;
             println!(
-                "    traders {id}: exit 0 after SIGTERM in {}, back Up",
-                secs(took)
+                "    traders {id}: exit 0 after SIGTERM in {}, back Up, ready {} after start",
+                secs(took),
+                secs(ready)
             );
         }
         let web_id = self.project.container("pricing-web").await?;
-        let took = self.restart_gracefully(&web_id).await?;
+        let (took, _) = self.restart_gracefully(&web_id).await?;
         let dashboard = self.dashboard;
         eventually(
             "pricing-web ready again",
