@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's one test command (README "Test it"): formatting, lints, and every test.
+# The project's one test command (README "Test it"): formatting, lints, every test, then the
+# container fault suite (scripts/container-tests.sh, which needs a running Docker engine).
 #
 # It installs nothing system-wide by itself except what a test needs and is missing
 # (see the sections below), so it works on a fresh machine and stays fast on a warm one.
