@@ -598,38 +598,34 @@ impl Suite<'_> {
             ("lighthouse-1", 4053),
             ("lighthouse-0", 4053),
         ];
+        // (label, container, the member's address and incarnation when it has a name of its
+        // own; the scaled traders advertise their container's IP, so only `all_up` applies).
+        let mut steps = Vec::new();
         for (service, port) in order {
             let node = address(service, port);
             let old = self.member(&node).await?.context("a member")?;
             let id = self.project.container(service).await?;
+            steps.push((service.to_owned(), id, Some((node, old.uid))));
+        }
+        for id in self.project.containers("traders").await?.into_iter().rev() {
+            steps.push((format!("traders {id}"), id, None));
+        }
+        for (label, id, named) in steps {
             let (took, started) = self.restart_gracefully(&id).await?;
             if took > slowest_exit.0 {
-                slowest_exit = (took, service.to_owned());
+                slowest_exit = (took, label.clone());
             }
-            self.rejoined(&node, old.uid, Duration::from_secs(120))
-                .await?;
-            self.all_up(MEMBERS, Duration::from_secs(60)).await?;
+            if let Some((node, old_uid)) = &named {
+                self.rejoined(node, *old_uid, Duration::from_secs(120))
+                    .await?;
+            }
+            self.all_up(MEMBERS, Duration::from_secs(120)).await?;
             // As a StatefulSet's rolling update: the next pod only once this one is ready.
             let ready = self
                 .ready_after(&id, started, Duration::from_secs(120))
                 .await?;
             println!(
-                "    {service}: exit 0 after SIGTERM in {}, back Up, ready {} after start",
-                secs(took),
-                secs(ready)
-            );
-        }
-        for id in self.project.containers("traders").await?.into_iter().rev() {
-            let (took, started) = self.restart_gracefully(&id).await?;
-            if took > slowest_exit.0 {
-                slowest_exit = (took, "traders".into());
-            }
-            self.all_up(MEMBERS, Duration::from_secs(120)).await?;
-            let ready = self
-                .ready_after(&id, started, Duration::from_secs(120))
-                .await?;
-            println!(
-                "    traders {id}: exit 0 after SIGTERM in {}, back Up, ready {} after start",
+                "    {label}: exit 0 after SIGTERM in {}, back Up, ready {} after start",
                 secs(took),
                 secs(ready)
             );
