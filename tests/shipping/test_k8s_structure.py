@@ -412,13 +412,11 @@ def test_discovery_members_find_the_lighthouse_pods_through_the_api(doc):
     )
     port_name = env_value(c, "CLUSTER_DISCOVERY_PORT_NAME")
     assert named_port(own_container(selected[0]), port_name) == SEED_PORT, f"{doc}: contact points' port {port_name!r}"
-    # The API is reached through the kubectl-proxy sidecar on the pod's loopback.
-    (proxy,) = [x for x in containers(doc) if x["name"] == "kubectl-proxy"]
-    assert proxy["image"].startswith("registry.k8s.io/kubectl:v")
-    args = proxy["args"]
-    assert args[0] == "proxy" and "--address=127.0.0.1" in args
-    port = next(a.split("=", 1)[1] for a in args if a.startswith("--port="))
-    assert env_value(c, "KUBERNETES_API_URL") == f"http://127.0.0.1:{port}", f"{doc}: KUBERNETES_API_URL"
+    # The API server is reached directly over HTTPS with the pod's own service account: no
+    # proxy sidecar, no plain-HTTP API URL, and the token must be mounted.
+    assert [x["name"] for x in containers(doc)] == [c["name"]], f"{doc}: no sidecar containers"
+    assert "KUBERNETES_API_URL" not in env, f"{doc}: plain-HTTP API access is gone"
+    assert pod_spec(doc).get("automountServiceAccountToken", True) is True, f"{doc}: the token is needed"
 
 
 def _strip_discovery(body: dict) -> dict:
@@ -427,7 +425,6 @@ def _strip_discovery(body: dict) -> dict:
         spec = body["spec"]["template"]["spec"]
         spec.pop("serviceAccountName", None)
         spec.pop("automountServiceAccountToken", None)
-        spec["containers"] = [c for c in spec["containers"] if c["name"] != "kubectl-proxy"]
         body["spec"].pop("podManagementPolicy", None)
         for c in spec["containers"]:
             c["env"] = [e for e in c.get("env", []) if e["name"] not in DISCOVERY_ENV + ["CLUSTER_SEEDS", "CLUSTER_IP"]]

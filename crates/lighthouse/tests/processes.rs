@@ -1,5 +1,6 @@
 //! Fault tests with real processes: the `lighthouse` binary runs the seed and, with
-//! `--roles worker`, the other nodes. Every port comes from the OS.
+//! `--roles worker`, the other nodes. Every port comes from the OS. The Kubernetes-API
+//! discovery tests run it against `fake-apiserver`, an HTTPS stand-in for the API server.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 use runtime::cluster::ClusterSnapshot;
 use runtime::http_client;
 use runtime::membership::MemberStatus;
+
+use fake_apiserver::{FakeApiServer, Pod};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lighthouse");
 
@@ -378,95 +381,113 @@ fn garbage_on_the_cluster_port_closes_that_connection_and_the_node_stays_up() {
     assert!(wait_view(&rt, &lh, Duration::from_secs(10), |s| up_set(s) == both));
 }
 
-/// A stand-in for the Kubernetes API: answers the pods list of namespace `test` for
-/// `app=lighthouse` in the real API's JSON shape.
-async fn fake_kubernetes_api(pods: Vec<u16>) -> u16 {
-    use axum::extract::{Path, Query};
-    use axum::routing::get;
-    use std::collections::HashMap;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().route(
-        "/api/v1/namespaces/{ns}/pods",
-        get(move |Path(ns): Path<String>, Query(q): Query<HashMap<String, String>>| {
-            let pods = pods.clone();
-            async move {
-                let selected = ns == "test" && q.get("labelSelector").map(String::as_str) == Some("app=lighthouse");
-                let items: Vec<serde_json::Value> = if selected {
-                    pods.iter()
-                        .enumerate()
-                        .map(|(i, p)| {
-                            serde_json::json!({
-                                "metadata": {"name": format!("lighthouse-{i}"), "namespace": "test",
-                                             "labels": {"app": "lighthouse"}},
-                                "spec": {"containers": [{"name": "lighthouse", "ports": [
-                                    {"name": "management", "containerPort": 8558, "protocol": "TCP"},
-                                    {"name": "remoting", "containerPort": p, "protocol": "TCP"}]}]},
-                                "status": {"phase": "Running", "podIP": "127.0.0.1",
-                                           "containerStatuses": [{"name": "lighthouse", "ready": false}]}
-                            })
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                axum::Json(serde_json::json!({
-                    "kind": "PodList", "apiVersion": "v1",
-                    "metadata": {"resourceVersion": "1"}, "items": items
-                }))
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
+fn lighthouse_pod(i: usize, port: u16) -> Pod {
+    Pod::running(format!("lighthouse-{i}"), "127.0.0.1")
+        .label("app", "lighthouse")
+        .port("management", 8558)
+        .port("cluster", port)
 }
 
-#[test]
-fn kubernetes_api_discovery_with_three_contact_points_forms_exactly_one_cluster() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A node with Kubernetes-API discovery against `api`, reading its service account from `sa`.
+fn spawn_k8s(port: u16, api: &FakeApiServer, sa: &std::path::Path, extra: &[(&str, &str)]) -> Proc {
+    let mgmt = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .args([
+            "--port",
+            &port.to_string(),
+            "--management-port",
+            &mgmt.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in base_env() {
+        cmd.env(k, v);
+    }
+    cmd.env("CLUSTER_DISCOVERY", "kubernetes-api")
+        .env("KUBERNETES_SERVICE_HOST", api.host())
+        .env("KUBERNETES_SERVICE_PORT", api.port().to_string())
+        .env("KUBERNETES_SERVICE_ACCOUNT_DIR", sa)
+        .env("CLUSTER_DISCOVERY_LABEL_SELECTOR", "app=lighthouse")
+        .env("CLUSTER_DISCOVERY_PORT_NAME", "cluster")
+        .env("REQUIRED_CONTACT_POINT_NR", "3");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Proc {
+        child: cmd.spawn().unwrap(),
+        port,
+        mgmt,
+    }
+}
+
+fn multi_thread_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let api = rt.block_on(fake_kubernetes_api(ports.clone()));
-    let env = [
-        ("CLUSTER_DISCOVERY", "kubernetes-api".to_string()),
-        ("KUBERNETES_API_URL", format!("http://127.0.0.1:{api}")),
-        ("CLUSTER_DISCOVERY_LABEL_SELECTOR", "app=lighthouse".into()),
-        ("CLUSTER_DISCOVERY_PORT_NAME", "remoting".into()),
-        ("POD_NAMESPACE", "test".into()),
-        ("REQUIRED_CONTACT_POINT_NR", "3".into()),
-    ];
+        .unwrap()
+}
+
+/// Akka Cluster Bootstrap's first phase, through the processes: three nodes start at once
+/// while the API lists two running lighthouse pods, the third one's container still being
+/// created, and a terminating pod of an earlier incarnation. Nobody forms a cluster over several polls;
+/// once three pods run, exactly one cluster of three forms, by the lowest address.
+#[test]
+fn kubernetes_api_discovery_waits_for_the_required_pods_then_forms_exactly_one_cluster() {
+    let rt = multi_thread_rt();
+    let api = rt.block_on(FakeApiServer::start("akka-cqrs", "sa-token"));
+    let sa = tempfile::tempdir().unwrap();
+    api.write_service_account(sa.path()).unwrap();
+    // sorted, so that counting either ignored pod would let the lowest node form at once
+    let mut ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    ports.sort();
+    let stale = ports.pop().unwrap();
+    api.set_pods(vec![
+        lighthouse_pod(0, ports[0]),
+        lighthouse_pod(1, ports[1]),
+        lighthouse_pod(2, ports[2]).waiting("ContainerCreating"),
+        lighthouse_pod(3, stale).terminating(),
+    ]);
     let nodes: Vec<Proc> = ports
         .iter()
-        .map(|p| {
-            let mgmt = free_port();
-            let mut cmd = Command::new(BIN);
-            cmd.env_clear()
-                .args([
-                    "--port",
-                    &p.to_string(),
-                    "--management-port",
-                    &mgmt.to_string(),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            for (k, v) in base_env().iter().chain(env.iter()) {
-                cmd.env(k, v);
-            }
-            Proc {
-                child: cmd.spawn().unwrap(),
-                port: *p,
-                mgmt,
-            }
-        })
+        .map(|p| spawn_k8s(*p, &api, sa.path(), &[]))
         .collect();
+
+    let polls_before = api.served();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.served() < polls_before + 9 {
+        assert!(Instant::now() < deadline, "the nodes do not poll the API");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for n in &nodes {
+        if let Some(s) = members(&rt, n) {
+            assert!(
+                up_set(&s).is_empty(),
+                "a cluster formed with fewer than 3 running pods: {:?}",
+                s.members
+            );
+        }
+    }
+    assert_eq!(
+        api.rejected(),
+        0,
+        "every poll carried the service-account token"
+    );
+
+    api.set_pods(
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| lighthouse_pod(i, *p))
+            .chain([lighthouse_pod(3, stale).terminating()])
+            .collect(),
+    );
     let all: BTreeSet<String> = nodes.iter().map(Proc::address).collect();
     let lowest = all.iter().min().cloned();
     for n in &nodes {
-        assert!(wait_view(&rt, n, Duration::from_secs(15), |s| up_set(s)
+        assert!(wait_view(&rt, n, Duration::from_secs(20), |s| up_set(s)
             == all
             && s.converged));
     }
@@ -481,4 +502,35 @@ fn kubernetes_api_discovery_with_three_contact_points_forms_exactly_one_cluster(
             "the lowest address formed it"
         );
     }
+}
+
+/// A pod whose `ca.crt` did not sign the API server's certificate never finds its contact
+/// points: it says why in its log and exits non-zero after the join timeout, so Kubernetes
+/// restarts it.
+#[test]
+fn a_node_that_does_not_trust_the_api_server_says_why_and_exits_non_zero() {
+    let rt = multi_thread_rt();
+    let api = rt.block_on(FakeApiServer::start("akka-cqrs", "sa-token"));
+    let sa = tempfile::tempdir().unwrap();
+    api.write_service_account(sa.path()).unwrap();
+    std::fs::write(sa.path().join("ca.crt"), fake_apiserver::unrelated_ca_pem()).unwrap();
+    let port = free_port();
+    api.set_pods(vec![lighthouse_pod(0, port)]);
+    let mut node = spawn_k8s(port, &api, sa.path(), &[("CLUSTER_JOIN_TIMEOUT", "3s")]);
+    let status = node
+        .wait_exit(Duration::from_secs(20))
+        .expect("the node exits after the join timeout");
+    assert!(!status.success(), "exit status {status:?}");
+    let mut log = String::new();
+    node.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("not signed by a CA in") && log.contains("ca.crt"),
+        "the log says the API server's certificate is not trusted: {log}"
+    );
+    assert_eq!(api.served(), 0);
 }

@@ -16,10 +16,13 @@
 //! | `CLUSTER_TLS_CA` | `--tls-ca` | CA that signs every node certificate (PEM) | |
 //! | `CLUSTER_DISCOVERY` | `--discovery` | `seeds`, `dns` or `kubernetes` | `seeds` |
 //! | `CLUSTER_DISCOVERY_SERVICE` | `--discovery-service` | headless service name (dns) | |
-//! | `KUBERNETES_API_URL` | `--kubernetes-api` | API base URL (http; e.g. a `kubectl proxy` sidecar) | `http://127.0.0.1:8001` |
+//! | `KUBERNETES_SERVICE_HOST` | `--kubernetes-service-host` | API server host (kubernetes; set by Kubernetes in every pod) | |
+//! | `KUBERNETES_SERVICE_PORT` | `--kubernetes-service-port` | API server port (https) | `443` |
+//! | `KUBERNETES_SERVICE_ACCOUNT_DIR` | `--service-account-dir` | folder with `ca.crt`, `token`, `namespace` | `/var/run/secrets/kubernetes.io/serviceaccount` |
 //! | `CLUSTER_DISCOVERY_LABEL_SELECTOR` | `--label-selector` | pod label selector (kubernetes) | |
-//! | `POD_NAMESPACE` | `--namespace` | pod namespace | service-account namespace file, else `default` |
+//! | `POD_NAMESPACE` | `--namespace` | pod namespace | the service account's `namespace` file |
 //! | `CLUSTER_DISCOVERY_PORT_NAME` | `--port-name` | container port name of the cluster port | the cluster port |
+//! | `CLUSTER_DISCOVERY_POD_SERVICE` | `--pod-service` | contact points as `<pod>.<service>` instead of the pod IP | pod IP |
 //! | `REQUIRED_CONTACT_POINT_NR` | `--required-contact-points` | contact points before forming | `2` |
 //! | `CLUSTER_MIN_NR_OF_MEMBERS` | `--min-nr-of-members` | members before any is moved Up | `1` |
 //! | `CLUSTER_ROLE_MIN_NR_OF_MEMBERS` | `--role-min-nr-of-members` | `role=n,role=n` | |
@@ -53,7 +56,8 @@ use std::time::Duration;
 
 use crate::address::{DEFAULT_SYSTEM, NodeAddress};
 use crate::cluster::ClusterConfig;
-use crate::discovery::{Discovery, KubernetesDiscovery};
+use crate::discovery::kubernetes::SERVICE_ACCOUNT_DIR;
+use crate::discovery::{Discovery, KubernetesDiscovery, KubernetesSettings};
 use crate::failure_detector::FailureDetectorConfig;
 use crate::handshake::DEFAULT_COOKIE;
 use crate::management::ManagementConfig;
@@ -183,9 +187,18 @@ pub struct NodeArgs {
     /// Headless service name for DNS discovery.
     #[arg(long, env = "CLUSTER_DISCOVERY_SERVICE")]
     pub discovery_service: Option<String>,
-    /// Kubernetes API base URL.
-    #[arg(long, env = "KUBERNETES_API_URL")]
-    pub kubernetes_api: Option<String>,
+    /// Kubernetes API server host (set by Kubernetes in every pod).
+    #[arg(long, env = "KUBERNETES_SERVICE_HOST")]
+    pub kubernetes_service_host: Option<String>,
+    /// Kubernetes API server port (https).
+    #[arg(long, env = "KUBERNETES_SERVICE_PORT")]
+    pub kubernetes_service_port: Option<String>,
+    /// Folder with the service account's `ca.crt`, `token` and `namespace`.
+    #[arg(long, env = "KUBERNETES_SERVICE_ACCOUNT_DIR")]
+    pub service_account_dir: Option<String>,
+    /// Contact points as `<pod>.<service>` (this headless service) instead of the pod IP.
+    #[arg(long, env = "CLUSTER_DISCOVERY_POD_SERVICE")]
+    pub pod_service: Option<String>,
     /// Pod label selector for Kubernetes discovery.
     #[arg(long, env = "CLUSTER_DISCOVERY_LABEL_SELECTOR")]
     pub label_selector: Option<String>,
@@ -508,18 +521,30 @@ impl NodeArgs {
                 }
             }
             "kubernetes" | "kubernetes-api" => {
-                let api_url = self
-                    .kubernetes_api
-                    .clone()
-                    .unwrap_or_else(|| "http://127.0.0.1:8001".to_string());
-                crate::http_client::split_url(&api_url).map_err(|e| {
+                let host = self.kubernetes_service_host.clone().ok_or_else(|| {
                     err(
-                        "KUBERNETES_API_URL",
-                        "--kubernetes-api",
-                        &api_url,
-                        e.to_string(),
+                        "KUBERNETES_SERVICE_HOST",
+                        "--kubernetes-service-host",
+                        "",
+                        "required for kubernetes discovery (Kubernetes sets it in every pod)",
                     )
                 })?;
+                let api_port = match &self.kubernetes_service_port {
+                    None => 443,
+                    Some(v) => v.trim().parse::<u16>().map_err(|_| {
+                        err(
+                            "KUBERNETES_SERVICE_PORT",
+                            "--kubernetes-service-port",
+                            v,
+                            "a port number",
+                        )
+                    })?,
+                };
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
                 let label_selector = self.label_selector.clone().ok_or_else(|| {
                     err(
                         "CLUSTER_DISCOVERY_LABEL_SELECTOR",
@@ -528,16 +553,6 @@ impl NodeArgs {
                         "required for kubernetes discovery",
                     )
                 })?;
-                let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
-                let namespace = self
-                    .namespace
-                    .clone()
-                    .or_else(|| std::fs::read_to_string(format!("{sa}/namespace")).ok())
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_else(|| "default".to_string());
-                let token = std::fs::read_to_string(format!("{sa}/token"))
-                    .ok()
-                    .map(|s| s.trim().to_string());
                 if port == 0 && self.port_name.is_none() {
                     return Err(err(
                         "CLUSTER_PORT",
@@ -546,16 +561,30 @@ impl NodeArgs {
                         "kubernetes discovery needs a fixed cluster port or a port name",
                     ));
                 }
-                Discovery::Kubernetes(KubernetesDiscovery {
-                    api_url,
-                    namespace,
+                let sa_dir = self
+                    .service_account_dir
+                    .clone()
+                    .unwrap_or_else(|| SERVICE_ACCOUNT_DIR.to_string());
+                let k = KubernetesDiscovery::new(KubernetesSettings {
+                    api_url: format!("https://{host}:{api_port}"),
+                    service_account_dir: sa_dir.clone().into(),
+                    namespace: self.namespace.clone(),
                     label_selector,
-                    token,
                     port_name: self.port_name.clone(),
                     default_port: port,
+                    pod_service: self.pod_service.clone(),
                     system: system.clone(),
                     required_contact_points: required,
                 })
+                .map_err(|e| {
+                    err(
+                        "KUBERNETES_SERVICE_ACCOUNT_DIR",
+                        "--service-account-dir",
+                        &sa_dir,
+                        e.to_string(),
+                    )
+                })?;
+                Discovery::Kubernetes(k)
             }
             other => {
                 return Err(err(
@@ -954,6 +983,34 @@ mod tests {
                     ..Default::default()
                 },
                 "CLUSTER_DISCOVERY_SERVICE",
+            ),
+            (
+                NodeArgs {
+                    discovery: Some("kubernetes-api".into()),
+                    label_selector: Some("app=lighthouse".into()),
+                    ..Default::default()
+                },
+                "KUBERNETES_SERVICE_HOST",
+            ),
+            (
+                NodeArgs {
+                    discovery: Some("kubernetes-api".into()),
+                    label_selector: Some("app=lighthouse".into()),
+                    kubernetes_service_host: Some("10.96.0.1".into()),
+                    kubernetes_service_port: Some("https".into()),
+                    ..Default::default()
+                },
+                "KUBERNETES_SERVICE_PORT",
+            ),
+            (
+                NodeArgs {
+                    discovery: Some("kubernetes-api".into()),
+                    label_selector: Some("app=lighthouse".into()),
+                    kubernetes_service_host: Some("10.96.0.1".into()),
+                    service_account_dir: Some("/nonexistent/serviceaccount".into()),
+                    ..Default::default()
+                },
+                "KUBERNETES_SERVICE_ACCOUNT_DIR",
             ),
             (
                 NodeArgs {

@@ -1,6 +1,7 @@
-//! A minimal HTTP/1.1 client on hyper for the runtime's own needs: the Kubernetes API
-//! pod list of [`crate::discovery`] and the management calls of `tradectl`. Plain
-//! `http://` only (a `kubectl proxy` sidecar or the management port).
+//! A minimal HTTP/1.1 client on hyper for the management calls of `tradectl` and the
+//! tests: plain `http://` to a node's management port only. (The Kubernetes API, which
+//! needs TLS and rotating credentials, is reached with `kube-client`; see
+//! [`crate::discovery::kubernetes`].)
 
 use std::time::Duration;
 
