@@ -198,6 +198,9 @@ def test_compose_sets_the_same_variables_as_kubernetes(name):
                  "OTEL_EXPORTER_OTLP_ENDPOINT", "MONGO_CONNECTION_STR", "CLUSTER_PORT"):
         if same in env:
             assert env[same] == k8s_env[same]["value"], f"compose {name}: {same}"
+    if "APP_VERSION" in env:
+        tag = OWN[name]["image"].rsplit(":", 1)[1]
+        assert env["APP_VERSION"] == tag, f"compose {name}: APP_VERSION must be the image tag {tag!r}"
 
 
 def seed_addresses() -> list[tuple[str, str, int]]:

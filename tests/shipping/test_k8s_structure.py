@@ -266,6 +266,14 @@ def test_member_cluster_address(variant, doc):
 
 
 @params(member_workloads)
+def test_member_app_version_is_the_image_tag(variant, doc):
+    """Rolling updates place shards on the newest APP_VERSION, so it must change with the image."""
+    c = own_container(doc)
+    tag = c["image"].rsplit(":", 1)[1]
+    assert env_value(c, "APP_VERSION") == tag, f"{doc}: APP_VERSION must be the image tag {tag!r}"
+
+
+@params(member_workloads)
 def test_member_management_port_probes_and_leave(variant, doc):
     c = own_container(doc)
     assert named_port(c, "management") == MANAGEMENT_PORT, f"{doc}: named port 'management' 8558"

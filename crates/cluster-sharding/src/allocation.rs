@@ -18,10 +18,11 @@
 //! all regions once the new home answers `ShardStarted`), and regions flush their
 //! buffers in order.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use runtime::NodeAddress;
+use runtime::{AppVersion, NodeAddress};
 use tracing::{error, info, warn};
 
 use crate::hash::ShardId;
@@ -146,11 +147,18 @@ impl CoordinatorState {
         own + inc - out.min(own + inc)
     }
 
+    fn version(&self, a: &NodeAddress) -> Option<&AppVersion> {
+        self.members.member(a).map(|m| &m.app_version)
+    }
+
+    /// Where a shard goes: among the eligible regions, those on the newest application
+    /// version (so that during a rolling update shards move forward to new pods, never
+    /// back to old ones), then the least loaded, then the lowest address.
     fn least_loaded(&self) -> Option<NodeAddress> {
         self.regions
             .keys()
             .filter(|a| self.eligible(a))
-            .min_by_key(|a| (self.load(a), (*a).clone()))
+            .min_by_key(|a| (Reverse(self.version(a)), self.load(a), (*a).clone()))
             .cloned()
     }
 
@@ -541,6 +549,12 @@ impl CoordinatorState {
         if eligible.len() < 2 {
             return Vec::new();
         }
+        // Not while a rolling update is in progress (Akka's rule): the old-version regions
+        // are about to go, and what they host moves to the newest when they leave.
+        let first = self.version(&eligible[0]);
+        if eligible.iter().any(|a| self.version(a) != first) {
+            return Vec::new();
+        }
         let budget = self
             .cfg
             .rebalance_max_per_round
@@ -593,6 +607,7 @@ mod tests {
                     status: *st,
                     roles: ["r".to_string()].into(),
                     up_number: i as u64 + 1,
+                    app_version: AppVersion::built(),
                 })
                 .collect(),
         }
@@ -703,6 +718,153 @@ mod tests {
                 }
             )]
         );
+    }
+
+    fn versioned(ms: &[(u16, &str)]) -> Membership {
+        Membership {
+            members: ms
+                .iter()
+                .enumerate()
+                .map(|(i, (p, v))| MemberView {
+                    address: addr(*p),
+                    status: MemberStatus::Up,
+                    roles: ["r".to_string()].into(),
+                    up_number: i as u64 + 1,
+                    app_version: AppVersion::parse(v).unwrap(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Like `run_regions`, recording where every `HostShard` went.
+    fn run_recording(
+        c: &mut CoordinatorState,
+        out: Vec<Out>,
+        now: Instant,
+        hosted: &mut Vec<(ShardId, NodeAddress)>,
+    ) {
+        for Out(to, m) in &out {
+            if let RegionWire::HostShard { shard, .. } = m {
+                hosted.push((*shard, to.clone()));
+            }
+        }
+        let mut pending = out;
+        while let Some(Out(to, m)) = pending.pop() {
+            let reply = match m {
+                RegionWire::HostShard { shard, .. } => {
+                    Some(CoordinatorWire::ShardStarted { region: to, shard })
+                }
+                RegionWire::BeginHandOff { shard } => {
+                    Some(CoordinatorWire::BeginHandOffAck { region: to, shard })
+                }
+                RegionWire::HandOff { shard } => Some(CoordinatorWire::ShardStopped {
+                    region: to,
+                    shard,
+                    entities: vec![],
+                }),
+                _ => None,
+            };
+            if let Some(r) = reply {
+                let more = c.on_wire(r, now);
+                for Out(to, m) in &more {
+                    if let RegionWire::HostShard { shard, .. } = m {
+                        hosted.push((*shard, to.clone()));
+                    }
+                }
+                pending.extend(more);
+            }
+        }
+    }
+
+    /// A rolling update of two regions from 1.0.0 to 1.1.0 (pods 1 and 2 replaced by 3
+    /// and 4, highest ordinal first): shards go to the new version as soon as one runs,
+    /// never back to an old region, no rebalance runs while versions are mixed, and each
+    /// shard moves at most three times.
+    #[test]
+    fn a_rolling_update_moves_shards_forward_to_the_newest_version() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(cfg(4), versioned(&[(1, "1.0.0"), (2, "1.0.0")]));
+        register(&mut c, 1, now);
+        register(&mut c, 2, now);
+        allocate_all(&mut c, 20, now);
+        let mut hosted = Vec::new();
+
+        // pod 2 leaves; its replacement 3 runs 1.1.0
+        let o = c.on_wire(CoordinatorWire::GracefulShutdown { region: addr(2) }, now);
+        run_recording(&mut c, o, now, &mut hosted);
+        let o = c.on_members(versioned(&[(1, "1.0.0"), (3, "1.1.0")]), now);
+        run_recording(&mut c, o, now, &mut hosted);
+        let o = register(&mut c, 3, now);
+        run_recording(&mut c, o, now, &mut hosted);
+        assert!(
+            c.on_tick(now, true).is_empty(),
+            "no rebalance while versions are mixed"
+        );
+        let new_from = hosted.len();
+
+        // a new shard goes to the new region, which then hosts one
+        let o = c.on_wire(
+            CoordinatorWire::GetShardHome {
+                region: addr(1),
+                shard: 20,
+            },
+            now,
+        );
+        run_recording(&mut c, o, now, &mut hosted);
+        assert_eq!(c.homes()[&20], addr(3));
+
+        // an old-version region with fewer shards (none) still gets no new shard
+        let o = c.on_members(versioned(&[(1, "1.0.0"), (3, "1.1.0"), (5, "1.0.0")]), now);
+        run_recording(&mut c, o, now, &mut hosted);
+        let o = register(&mut c, 5, now);
+        run_recording(&mut c, o, now, &mut hosted);
+        let o = c.on_wire(
+            CoordinatorWire::GetShardHome {
+                region: addr(1),
+                shard: 21,
+            },
+            now,
+        );
+        run_recording(&mut c, o, now, &mut hosted);
+        assert_eq!(
+            c.homes()[&21],
+            addr(3),
+            "the newest version, not the least loaded"
+        );
+        let o = c.on_wire(CoordinatorWire::GracefulShutdown { region: addr(5) }, now);
+        run_recording(&mut c, o, now, &mut hosted);
+        let o = c.on_members(versioned(&[(1, "1.0.0"), (3, "1.1.0")]), now);
+        run_recording(&mut c, o, now, &mut hosted);
+
+        // pod 1 leaves; its replacement 4 runs 1.1.0; now the versions agree and it rebalances
+        let o = c.on_wire(CoordinatorWire::GracefulShutdown { region: addr(1) }, now);
+        run_recording(&mut c, o, now, &mut hosted);
+        let o = c.on_members(versioned(&[(3, "1.1.0"), (4, "1.1.0")]), now);
+        run_recording(&mut c, o, now, &mut hosted);
+        let o = register(&mut c, 4, now);
+        run_recording(&mut c, o, now, &mut hosted);
+        for _ in 0..10 {
+            let o = c.on_tick(now, true);
+            if o.is_empty() {
+                break;
+            }
+            run_recording(&mut c, o, now, &mut hosted);
+        }
+        assert_eq!(
+            c.shard_counts().values().copied().collect::<Vec<_>>(),
+            vec![11, 11]
+        );
+        assert!(
+            hosted[new_from..]
+                .iter()
+                .all(|(_, to)| *to == addr(3) || *to == addr(4)),
+            "once 1.1.0 runs, no shard is placed on 1.0.0: {hosted:?}"
+        );
+        let mut moves: BTreeMap<ShardId, usize> = BTreeMap::new();
+        for (s, _) in &hosted {
+            *moves.entry(*s).or_default() += 1;
+        }
+        assert!(moves.values().all(|m| *m <= 3), "{moves:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use runtime::NodeAddress;
+use runtime::{AppVersion, NodeAddress};
 
 /// Lifecycle status of a member (Akka Cluster semantics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,6 +36,8 @@ pub struct MemberView {
     pub roles: BTreeSet<String>,
     /// Up order: 1 = oldest; 0 = not Up yet.
     pub up_number: u64,
+    /// The application version it runs.
+    pub app_version: AppVersion,
 }
 
 impl MemberView {
@@ -102,6 +104,7 @@ mod tests {
             status,
             roles: roles.iter().map(|r| r.to_string()).collect(),
             up_number: up,
+            app_version: AppVersion::built(),
         }
     }
 

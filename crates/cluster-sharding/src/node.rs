@@ -41,6 +41,7 @@ fn convert(s: &runtime::cluster::ClusterSnapshot) -> Membership {
                 status,
                 roles: m.roles.clone(),
                 up_number: m.up_number,
+                app_version: m.app_version.clone(),
             })
         })
         .collect();

@@ -91,7 +91,7 @@ const TRACK_INTERVAL: Duration = Duration::from_millis(500);
 /// `tradectl cluster ...`
 #[derive(Debug, Clone, Subcommand)]
 pub enum ClusterCommand {
-    /// One line per member: address | [roles] | status |, then the count.
+    /// One line per member: address | [roles] | status | app version |, then the count.
     Show,
     /// This node's status, the leader, the oldest member, convergence, counts.
     Status,
@@ -237,11 +237,18 @@ impl Cli {
     }
 }
 
-/// One member line: `akka.tcp://AkkaTrader@127.0.0.1:4053 | [lighthouse] | up |`
-/// (with ` unreachable` appended when some member cannot reach it).
+/// One member line: `akka.tcp://AkkaTrader@127.0.0.1:4053 | [lighthouse] | up | 0.1.0 |`
+/// (with ` unreachable` appended when some member cannot reach it). The last column is
+/// the member's application version, which tells old pods from new ones in a rolling update.
 pub fn member_line(m: &MemberInfo) -> String {
     let roles: Vec<&str> = m.roles.iter().map(String::as_str).collect();
-    let mut line = format!("{} | [{}] | {} |", m.node, roles.join(","), m.status);
+    let mut line = format!(
+        "{} | [{}] | {} | {} |",
+        m.node,
+        roles.join(","),
+        m.status,
+        m.app_version
+    );
     if !m.reachable {
         line.push_str(" unreachable");
     }

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use runtime::membership::MemberStatus;
-use runtime::{Node, NodeAddress, NodeConfig};
+use runtime::{AppVersion, Node, NodeAddress, NodeConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tradectl");
 const TICK: Duration = Duration::from_millis(100);
@@ -56,7 +56,9 @@ async fn wait(n: &Node, f: impl Fn(&Node) -> bool) {
 async fn show_status_and_leave_of_the_node_itself() {
     let a = node(&[], &["lighthouse"], None).await;
     let seeds = [a.address().address.clone()];
-    let b = node(&seeds, &["trader", "trade-events"], None).await;
+    let mut cfg = NodeConfig::local(seeds.to_vec(), &["trader", "trade-events"], TICK);
+    cfg.cluster.app_version = AppVersion::parse("0.2.0-rc1").unwrap();
+    let b = Node::start(cfg).await.unwrap();
     wait(&a, |n| up(n, 2)).await;
     wait(&b, |n| up(n, 2)).await;
     let out = tradectl(&a, &["cluster", "show"]).await;
@@ -64,9 +66,21 @@ async fn show_status_and_leave_of_the_node_itself() {
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines.contains(&format!("{} | [lighthouse] | up |", a.address().address).as_str()));
+    let built = AppVersion::built();
     assert!(
-        lines.contains(&format!("{} | [trade-events,trader] | up |", b.address().address).as_str())
+        lines
+            .contains(&format!("{} | [lighthouse] | up | {built} |", a.address().address).as_str()),
+        "{text}"
+    );
+    assert!(
+        lines.contains(
+            &format!(
+                "{} | [trade-events,trader] | up | 0.2.0-rc1 |",
+                b.address().address
+            )
+            .as_str()
+        ),
+        "another member's version, as it joined: {text}"
     );
     assert_eq!(lines[2], "Count: 2 members");
     let out = tradectl(&b, &["cluster", "status"]).await;
@@ -178,7 +192,11 @@ async fn tail_follows_membership_changes() {
     assert!(first.starts_with("current state of"), "{first}");
     let seeds = [a.address().address.clone()];
     let b = node(&seeds, &["worker"], None).await;
-    let want = format!("MemberUp | {} | [worker] | up |", b.address().address);
+    let want = format!(
+        "MemberUp | {} | [worker] | up | {} |",
+        b.address().address,
+        AppVersion::built()
+    );
     let found = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(l) = rx.recv().await {
             if l == want {

@@ -184,8 +184,12 @@ fn five_processes_form_one_cluster_then_survive_kill_term_and_leave() {
     assert!(started.elapsed() < Duration::from_secs(10));
     // tradectl cluster show agrees on every node
     let first = show(&rt, &nodes[0]);
-    assert!(first.contains(&format!("{} | [lighthouse] | up |", nodes[0].address())));
-    assert!(first.contains(&format!("{} | [worker] | up |", nodes[1].address())));
+    let v = runtime::AppVersion::built();
+    assert!(first.contains(&format!(
+        "{} | [lighthouse] | up | {v} |",
+        nodes[0].address()
+    )));
+    assert!(first.contains(&format!("{} | [worker] | up | {v} |", nodes[1].address())));
     assert!(first.ends_with("Count: 5 members\n"), "{first}");
     for n in &nodes[1..] {
         assert_eq!(show(&rt, n), first);

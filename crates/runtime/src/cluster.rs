@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::address::{NodeAddress, UniqueAddress};
+use crate::app_version::AppVersion;
 use crate::discovery::Discovery;
 use crate::failure_detector::{FailureDetectorConfig, PhiAccrual};
 use crate::membership::{ClockOrder, Gossip, Member, MemberStatus, MinMembers, leader_actions};
@@ -44,6 +45,8 @@ pub const CLUSTER_ACTOR: &str = "cluster";
 pub struct ClusterConfig {
     /// This node's roles.
     pub roles: BTreeSet<String>,
+    /// The application version this node runs.
+    pub app_version: AppVersion,
     /// Whom to join.
     pub discovery: Discovery,
     /// Minimum members (total and per role) before the leader moves members Up.
@@ -68,6 +71,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             roles: BTreeSet::new(),
+            app_version: AppVersion::built(),
             discovery: Discovery::Static(Vec::new()),
             min_members: MinMembers::default(),
             gossip_interval: Duration::from_secs(1),
@@ -117,6 +121,8 @@ pub enum ClusterProto {
     Join {
         /// Roles of the joiner.
         roles: BTreeSet<String>,
+        /// The application version the joiner runs.
+        app_version: AppVersion,
     },
     /// Answer to `Join`: the state, with the joiner in it.
     Welcome(Box<Gossip>),
@@ -148,6 +154,9 @@ pub struct MemberInfo {
     /// Up order (1 = oldest; 0 = not yet Up).
     #[serde(rename = "upNumber")]
     pub up_number: u64,
+    /// The application version it runs.
+    #[serde(rename = "appVersion")]
+    pub app_version: AppVersion,
 }
 
 /// Events published to subscribers.
@@ -283,6 +292,7 @@ fn info_of(m: &Member, unreachable: &BTreeSet<UniqueAddress>) -> MemberInfo {
         roles: m.roles.clone(),
         reachable: !unreachable.contains(&m.address),
         up_number: m.up_number,
+        app_version: m.app_version.clone(),
     }
 }
 
@@ -528,7 +538,11 @@ impl State {
         let before = self.gossip.clone();
         self.gossip.members.insert(
             self.me.clone(),
-            Member::joining(self.me.clone(), self.cfg.roles.clone()),
+            Member::joining(
+                self.me.clone(),
+                self.cfg.roles.clone(),
+                self.cfg.app_version.clone(),
+            ),
         );
         self.gossip.changed_by(&self.me);
         self.joined = true;
@@ -623,13 +637,14 @@ impl State {
                         &from.address,
                         &ClusterProto::Join {
                             roles: self.cfg.roles.clone(),
+                            app_version: self.cfg.app_version.clone(),
                         },
                     );
                     self.join_sent = Some(Instant::now());
                 }
             }
             ClusterProto::InitJoinNack => {}
-            ClusterProto::Join { roles } => self.handle_join(from, roles),
+            ClusterProto::Join { roles, app_version } => self.handle_join(from, roles, app_version),
             ClusterProto::Welcome(g) => {
                 if self.joined || self.removed || !g.members.contains_key(&self.me) {
                     return;
@@ -652,7 +667,12 @@ impl State {
         }
     }
 
-    fn handle_join(&mut self, from: UniqueAddress, roles: BTreeSet<String>) {
+    fn handle_join(
+        &mut self,
+        from: UniqueAddress,
+        roles: BTreeSet<String>,
+        app_version: AppVersion,
+    ) {
         if !self.joined || self.removed || self.gossip.tombstones.contains_key(&from) {
             return;
         }
@@ -673,9 +693,10 @@ impl State {
                 info!(old = %o, new = %from, "a new incarnation replaces the old one; downing the old");
                 self.gossip.set_status(&o, MemberStatus::Down);
             }
-            self.gossip
-                .members
-                .insert(from.clone(), Member::joining(from.clone(), roles));
+            self.gossip.members.insert(
+                from.clone(),
+                Member::joining(from.clone(), roles, app_version),
+            );
             self.gossip.changed_by(&self.me);
             self.after_change(&before);
         }

@@ -39,6 +39,7 @@
 //! | `MANAGEMENT_PORT` | `--management-port` | management port (`0` = any, `off`) | `8558` |
 //! | `MANAGEMENT_TOKEN` | `--management-token` | bearer token for mutating routes | none (loopback only) |
 //! | `POD_NAME` | `--pod-name` | name logged with this node's address | |
+//! | `APP_VERSION` | `--app-version` | application version, shown per member; sharding prefers the newest during a rolling update | the crate version |
 //!
 //! Durations are written like `500ms`, `2s`, `1m` (a bare number is seconds).
 //!
@@ -55,6 +56,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::address::{DEFAULT_SYSTEM, NodeAddress};
+use crate::app_version::AppVersion;
 use crate::cluster::ClusterConfig;
 use crate::discovery::kubernetes::SERVICE_ACCOUNT_DIR;
 use crate::discovery::{Discovery, KubernetesDiscovery, KubernetesSettings};
@@ -256,6 +258,9 @@ pub struct NodeArgs {
     /// Pod name (logged with this node's address).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// The application version this node runs (rolling updates place shards on the newest).
+    #[arg(long, env = "APP_VERSION")]
+    pub app_version: Option<String>,
 }
 
 /// Defaults a service binary chooses for itself.
@@ -705,8 +710,15 @@ impl NodeArgs {
                     .map_err(|r| err("CLUSTER_JOIN_TIMEOUT", "--join-timeout", s, r))?,
             ),
         };
+        let app_version = match &self.app_version {
+            None => base.app_version.clone(),
+            Some(v) => {
+                AppVersion::parse(v).map_err(|r| err("APP_VERSION", "--app-version", v, r))?
+            }
+        };
         let cluster = ClusterConfig {
             roles,
+            app_version,
             discovery,
             min_members: MinMembers {
                 total: min_total,
@@ -983,6 +995,13 @@ mod tests {
                     ..Default::default()
                 },
                 "CLUSTER_DISCOVERY_SERVICE",
+            ),
+            (
+                NodeArgs {
+                    app_version: Some("1 2".into()),
+                    ..Default::default()
+                },
+                "APP_VERSION",
             ),
             (
                 NodeArgs {

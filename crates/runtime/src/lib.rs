@@ -16,11 +16,13 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod app_version;
 pub mod handshake;
 pub mod remote;
 pub mod wire;
 
 pub use address::{NodeAddress, UniqueAddress};
+pub use app_version::AppVersion;
 pub use remote::{RemoteRef, Remoting, RemotingConfig, SendError, SendPolicy};
 pub mod cluster;
 pub mod config;

@@ -26,6 +26,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::address::{NodeAddress, UniqueAddress};
+use crate::app_version::AppVersion;
 
 /// How long a removed member's tombstone is kept.
 pub const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -85,16 +86,23 @@ pub struct Member {
     pub roles: BTreeSet<String>,
     /// Order in which members became Up (0 = not Up yet); lowest is the oldest.
     pub up_number: u64,
+    /// The application version this incarnation runs (fixed for its lifetime).
+    pub app_version: AppVersion,
 }
 
 impl Member {
     /// A new Joining member.
-    pub fn joining(address: UniqueAddress, roles: BTreeSet<String>) -> Self {
+    pub fn joining(
+        address: UniqueAddress,
+        roles: BTreeSet<String>,
+        app_version: AppVersion,
+    ) -> Self {
         Self {
             address,
             status: MemberStatus::Joining,
             roles,
             up_number: 0,
+            app_version,
         }
     }
 
@@ -489,8 +497,10 @@ mod tests {
     fn cluster(ports: &[u16]) -> Gossip {
         let mut g = Gossip::default();
         for p in ports {
-            g.members
-                .insert(ua(*p), Member::joining(ua(*p), BTreeSet::new()));
+            g.members.insert(
+                ua(*p),
+                Member::joining(ua(*p), BTreeSet::new(), AppVersion::built()),
+            );
         }
         g.changed_by(&ua(ports[0]));
         for p in ports {

@@ -152,7 +152,11 @@ mod tests {
     fn split(n: u16, me: u16, cut: &[u16]) -> Gossip {
         let mut g = Gossip::default();
         for p in 1..=n {
-            let mut m = Member::joining(ua(p), BTreeSet::new());
+            let mut m = Member::joining(
+                ua(p),
+                BTreeSet::new(),
+                crate::app_version::AppVersion::built(),
+            );
             m.status = MemberStatus::Up;
             m.up_number = u64::from(p);
             g.members.insert(ua(p), m);
