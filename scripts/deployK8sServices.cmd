@@ -3,11 +3,12 @@ rem Deploys the AkkaTrader cluster to the Kubernetes cluster of kubectl's curren
 rem Windows twin of scripts/deployK8sServices.sh: same steps, same order, same options.
 rem It builds nothing: build the images first (scripts/build-images.sh, e.g. from WSL or Git Bash).
 rem
-rem Usage: scripts\deployK8sServices.cmd [--discovery MODE]
+rem Usage: scripts\deployK8sServices.cmd [--discovery MODE] [--without-observability]
 rem
 rem   --discovery seeds           (default) members join through the lighthouse seeds (k8s\services)
 rem   --discovery kubernetes-api  members find the lighthouse pods through the Kubernetes API
 rem                               (k8s\discovery-kubernetes-api, with its pod-reader Role)
+rem   --without-observability     leave out Jaeger, Prometheus and Grafana
 rem
 rem Environment: ROLLOUT_TIMEOUT (default 300s) bounds the wait for each workload.
 rem Any failure stops with exit code 1.
@@ -17,6 +18,7 @@ set "NAMESPACE=akka-cqrs"
 set "SECRET=akka-cqrs-secrets"
 if not defined ROLLOUT_TIMEOUT set "ROLLOUT_TIMEOUT=300s"
 set "DISCOVERY=seeds"
+set "OBSERVABILITY=on"
 
 :parse_args
 if "%~1"=="" goto args_done
@@ -24,6 +26,11 @@ if /i "%~1"=="--discovery" (
   if "%~2"=="" goto usage_error
   set "DISCOVERY=%~2"
   shift
+  shift
+  goto parse_args
+)
+if /i "%~1"=="--without-observability" (
+  set "OBSERVABILITY=off"
   shift
   goto parse_args
 )
@@ -66,13 +73,17 @@ if errorlevel 1 (
   echo secret/%SECRET% exists: keeping it
 )
 call :kube --namespace %NAMESPACE% apply -f k8s\environment\mongodb.yaml || goto failed
+if "%OBSERVABILITY%"=="off" goto environment_applied
 call :kube --namespace %NAMESPACE% apply -f k8s\environment\jaeger.yaml || goto failed
 call :kube --namespace %NAMESPACE% apply -f k8s\environment\prometheus.yaml || goto failed
 call :kube --namespace %NAMESPACE% apply -f k8s\environment\grafana.yaml || goto failed
+:environment_applied
 call :kube --namespace %NAMESPACE% rollout status statefulset/mongodb --timeout=%ROLLOUT_TIMEOUT% || goto failed
+if "%OBSERVABILITY%"=="off" goto environment_ready
 call :kube --namespace %NAMESPACE% rollout status deployment/jaeger --timeout=%ROLLOUT_TIMEOUT% || goto failed
 call :kube --namespace %NAMESPACE% rollout status deployment/prometheus --timeout=%ROLLOUT_TIMEOUT% || goto failed
 call :kube --namespace %NAMESPACE% rollout status deployment/grafana --timeout=%ROLLOUT_TIMEOUT% || goto failed
+:environment_ready
 
 echo ==^> services
 if /i "%DISCOVERY%"=="kubernetes-api" goto apply_discovery
@@ -109,8 +120,8 @@ if defined ADDRESS (
   echo or reach it through a port-forward:
   echo   kubectl --namespace %NAMESPACE% port-forward service/pricing-ui 8080:80   ^(http://localhost:8080^)
 )
-echo traces:    kubectl --namespace %NAMESPACE% port-forward service/jaeger 16686:16686   ^(http://localhost:16686^)
-echo metrics:   kubectl --namespace %NAMESPACE% port-forward service/grafana 3000:3000   ^(http://localhost:3000^)
+if "%OBSERVABILITY%"=="on" echo traces:    kubectl --namespace %NAMESPACE% port-forward service/jaeger 16686:16686   ^(http://localhost:16686^)
+if "%OBSERVABILITY%"=="on" echo metrics:   kubectl --namespace %NAMESPACE% port-forward service/grafana 3000:3000   ^(http://localhost:3000^)
 echo members:   kubectl --namespace %NAMESPACE% exec lighthouse-0 -c lighthouse -- tradectl --addr 127.0.0.1:8558 cluster show
 echo more load: kubectl --namespace %NAMESPACE% scale statefulsets traders --replicas=4
 popd
@@ -121,17 +132,18 @@ popd
 exit /b 1
 
 :usage
-echo usage: scripts\deployK8sServices.cmd [--discovery MODE]
+echo usage: scripts\deployK8sServices.cmd [--discovery MODE] [--without-observability]
 echo.
 echo   --discovery seeds           ^(default^) members join through the lighthouse seeds ^(k8s\services^)
 echo   --discovery kubernetes-api  members find the lighthouse pods through the Kubernetes API
 echo                               ^(k8s\discovery-kubernetes-api, with its pod-reader Role^)
+echo   --without-observability     leave out Jaeger, Prometheus and Grafana
 echo.
 echo Environment: ROLLOUT_TIMEOUT ^(default 300s^) bounds the wait for each workload.
 exit /b 0
 
 :usage_error
-echo usage: scripts\deployK8sServices.cmd [--discovery seeds or kubernetes-api] 1>&2
+echo usage: scripts\deployK8sServices.cmd [--discovery seeds or kubernetes-api] [--without-observability] 1>&2
 exit /b 2
 
 rem Runs kubectl, echoing the command; on failure prints which command failed and returns 1.

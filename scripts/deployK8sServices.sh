@@ -3,11 +3,14 @@
 # It builds nothing: build the images first (scripts/build-images.sh) and make them available to
 # the cluster (Docker Desktop shares them; `kind load docker-image ...`; or push to a registry).
 #
-# Usage: scripts/deployK8sServices.sh [--discovery seeds|kubernetes-api]
+# Usage: scripts/deployK8sServices.sh [--discovery seeds|kubernetes-api] [--without-observability]
 #
 #   --discovery seeds           (default) members join through the lighthouse seeds (k8s/services/)
 #   --discovery kubernetes-api  members find the lighthouse pods through the Kubernetes API
 #                               (k8s/discovery-kubernetes-api/, with its pod-reader Role)
+#   --without-observability     leave out Jaeger, Prometheus and Grafana (a small cluster, or one
+#                               that cannot pull their images); the services still run, their
+#                               traces go nowhere
 #
 # Environment: ROLLOUT_TIMEOUT (default 300s) bounds the wait for each workload.
 #
@@ -28,6 +31,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 die() { echo "error: $*" >&2; exit 1; }
 
 discovery="seeds"
+observability=true
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --discovery)
@@ -37,6 +41,10 @@ while [ "$#" -gt 0 ]; do
       ;;
     --discovery=*)
       discovery="${1#--discovery=}"
+      shift
+      ;;
+    --without-observability)
+      observability=false
       shift
       ;;
     -h | --help)
@@ -53,13 +61,16 @@ done
 
 # Manifests in apply order. Environment first (the services need MongoDB and the Secret), then the
 # seeds, then the members, then the dashboard.
-environment_files=(
-  k8s/environment/mongodb.yaml
-  k8s/environment/jaeger.yaml
-  k8s/environment/prometheus.yaml
-  k8s/environment/grafana.yaml
-)
-environment_workloads=(statefulset/mongodb deployment/jaeger deployment/prometheus deployment/grafana)
+environment_files=(k8s/environment/mongodb.yaml)
+environment_workloads=(statefulset/mongodb)
+if [ "$observability" = true ]; then
+  environment_files+=(
+    k8s/environment/jaeger.yaml
+    k8s/environment/prometheus.yaml
+    k8s/environment/grafana.yaml
+  )
+  environment_workloads+=(deployment/jaeger deployment/prometheus deployment/grafana)
+fi
 case "$discovery" in
   seeds)
     service_files=(
@@ -143,7 +154,9 @@ else
   echo "or reach it through a port-forward:"
   echo "  kubectl --namespace $NAMESPACE port-forward service/pricing-ui 8080:80   # http://localhost:8080"
 fi
-echo "traces:    kubectl --namespace $NAMESPACE port-forward service/jaeger 16686:16686   # http://localhost:16686"
-echo "metrics:   kubectl --namespace $NAMESPACE port-forward service/grafana 3000:3000   # http://localhost:3000"
+if [ "$observability" = true ]; then
+  echo "traces:    kubectl --namespace $NAMESPACE port-forward service/jaeger 16686:16686   # http://localhost:16686"
+  echo "metrics:   kubectl --namespace $NAMESPACE port-forward service/grafana 3000:3000   # http://localhost:3000"
+fi
 echo "members:   kubectl --namespace $NAMESPACE exec lighthouse-0 -c lighthouse -- tradectl --addr 127.0.0.1:8558 cluster show"
 echo "more load: kubectl --namespace $NAMESPACE scale statefulsets traders --replicas=4"

@@ -222,6 +222,24 @@ def test_deploy_prints_the_dashboard(seeds_run, discovery_run):
     assert "no external address yet" in out and "port-forward service/pricing-ui 8080:80" in out
 
 
+def test_deploy_without_observability_leaves_out_jaeger_prometheus_grafana(tmp_path):
+    r, calls = run(tmp_path, "deployK8sServices.sh", "--without-observability")
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = applied(calls)
+    left_out = {"k8s/environment/jaeger.yaml", "k8s/environment/prometheus.yaml", "k8s/environment/grafana.yaml"}
+    assert not left_out & set(files) and "k8s/environment/mongodb.yaml" in files
+    waits = rollouts(calls)
+    assert waits[0] == "statefulset/mongodb" and not {"deployment/jaeger", "deployment/prometheus", "deployment/grafana"} & set(waits)
+    assert "statefulset/lighthouse" in waits and "port-forward service/jaeger" not in r.stdout
+    # The Windows twin skips exactly the same commands.
+    cmd = (SCRIPTS / "deployK8sServices.cmd").read_text()
+    for f in sorted(left_out):
+        apply_line = f"apply -f {f.replace('/', chr(92))}"
+        assert cmd.index('if "%OBSERVABILITY%"=="off" goto environment_applied') < cmd.index(apply_line) < cmd.index(":environment_applied")
+    for w in ("deployment/jaeger", "deployment/prometheus", "deployment/grafana"):
+        assert cmd.index('if "%OBSERVABILITY%"=="off" goto environment_ready') < cmd.index(f"rollout status {w}") < cmd.index(":environment_ready")
+
+
 def test_deploy_keeps_an_existing_secret(tmp_path):
     r, calls = run(tmp_path, "deployK8sServices.sh", FAKE_SECRET_EXISTS=1)
     assert r.returncode == 0, r.stderr
