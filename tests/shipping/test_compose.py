@@ -244,9 +244,14 @@ def test_compose_pricing_web_contacts_the_pricing_nodes():
     web = SVCS["pricing-web"]
     env = env_of("pricing-web")
     pricing = named("pricing")
-    expected = [("AkkaTrader", n, int(env_of(n)["CLUSTER_PORT"])) for n in pricing]
     assert len(pricing) == REPLICAS["pricing"]
-    assert parse_addresses(env["CLUSTER_CONTACTS"]) == expected, "CLUSTER_CONTACTS lists every pricing node"
+    host, port = env["CLUSTER_CONTACTS_SERVICE"].rsplit(":", 1)
+    for n in pricing:
+        # the name resolves to every pricing node, as the headless Service's does in Kubernetes
+        aliases = SVCS[n].get("networks", {}).get("default", {}).get("aliases", [])
+        assert host in aliases, f"{n} must answer to {host!r} (a network alias) for pricing-web"
+        assert int(port) == int(env_of(n)["CLUSTER_PORT"]), f"{n}: the contact port"
+    assert "CLUSTER_CONTACTS" not in env, "one way of naming the contacts"
     assert set(pricing) <= set(depends_on(web))
     assert env["HTTP_PORT"] == "80"
     assert web["sysctls"]["net.ipv4.ip_unprivileged_port_start"] == 0

@@ -333,9 +333,12 @@ def test_pricing_web_is_a_cluster_client_of_the_pricing_pods():
     c = own_container(web)
     pricing = find(BASE, "StatefulSet", "pricing")
     port = named_port(own_container(pricing), "cluster")
-    expected = [("AkkaTrader", f"pricing-{i}.{pricing.body['spec']['serviceName']}", port) for i in range(pricing.body["spec"]["replicas"])]
+    service = find(BASE, "Service", pricing.body["spec"]["serviceName"]).body
     env = {k: v.get("value", "") for k, v in env_map(c).items()}
-    assert parse_addresses(env["CLUSTER_CONTACTS"], env) == expected, "CLUSTER_CONTACTS must list the pricing pods"
+    # Every pricing pod, however many, through the headless Service's DNS name.
+    assert env["CLUSTER_CONTACTS_SERVICE"] == f"{service['metadata']['name']}:{port}", "CLUSTER_CONTACTS_SERVICE"
+    assert service["spec"].get("clusterIP") == "None", "the pricing Service must be headless (one address per pod)"
+    assert "CLUSTER_CONTACTS" not in env, "one way of naming the contacts"
     for not_a_member in ("CLUSTER_SEEDS", "CLUSTER_IP", "CLUSTER_PORT", "MONGO_CONNECTION_STR"):
         assert not_a_member not in env, f"pricing-web is not a member: no {not_a_member}"
     http = named_port(c, "http")

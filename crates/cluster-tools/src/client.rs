@@ -663,6 +663,12 @@ impl ClusterReceptionist {
 pub struct ClientSettings {
     /// Initial contact points (receptionists), see [`parse_contacts`].
     pub contacts: Vec<NodeAddress>,
+    /// A DNS name and port whose every address is a receptionist's node, such as a
+    /// Kubernetes headless Service (`pricing:5055`): looked up on every contact attempt, so
+    /// scaling the receptionists' StatefulSet needs no new contact list. The DNS answers
+    /// IPs while members advertise names, so each address is identified through the
+    /// transport handshake ([`Remoting::identify`]) and contacted by the name it gives.
+    pub contact_service: Option<(String, u16)>,
     /// Registered name of the client in its process.
     pub name: String,
     /// Registered name of the receptionists.
@@ -682,6 +688,7 @@ impl ClientSettings {
     pub fn new(contacts: Vec<NodeAddress>) -> Self {
         Self {
             contacts,
+            contact_service: None,
             name: CLIENT.to_string(),
             receptionist_name: RECEPTIONIST.to_string(),
             heartbeat_interval: Duration::from_secs(2),
@@ -753,6 +760,8 @@ enum ClientMsg {
     Current(RpcReplyPort<Option<NodeAddress>>),
     Learned(RpcReplyPort<Vec<NodeAddress>>),
     Stats(RpcReplyPort<ClientStats>),
+    /// The receptionists' nodes found behind the contact service.
+    Discovered(Vec<NodeAddress>),
 }
 
 /// Counters of a client.
@@ -777,6 +786,8 @@ struct ClientState {
     receptionist: Option<NodeAddress>,
     receptionist_name: Arc<str>,
     learned: Vec<NodeAddress>,
+    discovered: Vec<NodeAddress>,
+    myself: ActorRef<ClientMsg>,
     last_rsp: Instant,
     ticks: u64,
     buffer: VecDeque<Outgoing>,
@@ -854,16 +865,61 @@ impl ClientState {
     }
 
     fn establish(&self) {
+        self.discover();
         let msg = ReceptionistProto::GetContacts {
             client: self.settings.name.clone(),
         };
-        let mut all: Vec<&NodeAddress> =
-            self.settings.contacts.iter().chain(&self.learned).collect();
+        let mut all: Vec<&NodeAddress> = self
+            .settings
+            .contacts
+            .iter()
+            .chain(&self.learned)
+            .chain(&self.discovered)
+            .collect();
         all.sort();
         all.dedup();
         for c in all {
             self.send_to(c, &msg, None);
         }
+    }
+
+    /// Looks up the contact service (if any) in the background: every address it resolves
+    /// to, identified by a handshake; the result comes back as `Discovered`.
+    fn discover(&self) {
+        let Some((name, port)) = self.settings.contact_service.clone() else {
+            return;
+        };
+        let remoting = self.remoting.clone();
+        let myself = self.myself.clone();
+        let limit = self.settings.reconnect_interval;
+        tokio::spawn(async move {
+            let ips: Vec<std::net::IpAddr> =
+                match tokio::time::timeout(limit, tokio::net::lookup_host((name.as_str(), port)))
+                    .await
+                {
+                    Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                    Ok(Err(e)) => {
+                        warn!(service = %name, error = %e, "contact service lookup failed");
+                        return;
+                    }
+                    Err(_) => {
+                        warn!(service = %name, "contact service lookup timed out");
+                        return;
+                    }
+                };
+            let mut found = Vec::new();
+            for ip in ips {
+                let host = ip.to_string();
+                match tokio::time::timeout(limit, remoting.identify(&host, port)).await {
+                    Ok(Ok(node)) => found.push(node.address),
+                    Ok(Err(e)) => debug!(%host, port, error = %e, "contact not identified"),
+                    Err(_) => debug!(%host, port, "contact did not answer the handshake"),
+                }
+            }
+            found.sort();
+            found.dedup();
+            let _ = myself.send_message(ClientMsg::Discovered(found));
+        });
     }
 
     fn lost(&mut self) {
@@ -961,6 +1017,8 @@ impl Actor for Client {
             shared,
             receptionist: None,
             learned: Vec::new(),
+            discovered: Vec::new(),
+            myself: myself.clone(),
             last_rsp: Instant::now(),
             ticks: 0,
             buffer: VecDeque::new(),
@@ -1081,6 +1139,17 @@ impl Actor for Client {
                 }
             }
             ClientMsg::Received => {}
+            ClientMsg::Discovered(nodes) => {
+                if st.receptionist.is_none() {
+                    let msg = ReceptionistProto::GetContacts {
+                        client: st.settings.name.clone(),
+                    };
+                    for n in nodes.iter().filter(|n| !st.discovered.contains(n)) {
+                        st.send_to(n, &msg, None);
+                    }
+                }
+                st.discovered = nodes;
+            }
             ClientMsg::Current(reply) => {
                 let _ = reply.send(st.receptionist.clone());
             }

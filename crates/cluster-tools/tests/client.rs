@@ -348,3 +348,42 @@ async fn client_buffers_a_bounded_number_of_messages_until_connected() {
     .await;
     assert_eq!(client.receptionist().await.as_ref(), Some(&n.address));
 }
+
+/// A client given only a DNS name for its contacts (as a Kubernetes headless Service):
+/// the name (`localhost`) resolves to an IP while the receptionist's node advertises
+/// another name (`127.0.0.1`), so the client identifies each resolved address through
+/// the handshake and contacts the node by the name it gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_finds_receptionists_behind_a_dns_name() {
+    common::init_tracing();
+    let nodes = cluster(&[&[]]).await;
+    let m = member(&nodes[0], None).await;
+    echo_service(&nodes[0], &m).await;
+    let process = Process::start().await;
+    let port = nodes[0].address.port;
+    let r = process.remoting.clone();
+    let client = process
+        .run(async move {
+            let s = ClientSettings {
+                contact_service: Some(("localhost".to_string(), port)),
+                ..settings(Vec::new())
+            };
+            ClusterClient::start(&r, s).await.unwrap()
+        })
+        .await;
+    let addr = nodes[0].address.clone();
+    eventually(
+        Duration::from_secs(10),
+        "connected through the DNS name",
+        || {
+            let (client, addr) = (client.clone(), addr.clone());
+            async move { client.receptionist().await == Some(addr) }
+        },
+    )
+    .await;
+    let answer: u64 = client
+        .ask("/user/echo", &21u64, None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(answer, 42);
+}

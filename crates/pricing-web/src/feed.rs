@@ -86,7 +86,17 @@ impl PriceFeed {
         contacts: Vec<NodeAddress>,
         hub: Arc<PriceHub>,
     ) -> Result<PriceFeed, String> {
-        let client = ClusterClient::start(remoting, ClientSettings::new(contacts))
+        Self::start_with(remoting, ClientSettings::new(contacts), hub).await
+    }
+
+    /// As [`PriceFeed::start`], with the cluster client's settings (contacts, or a contact
+    /// service such as the pricing Service's DNS name).
+    pub async fn start_with(
+        remoting: &Remoting,
+        settings: ClientSettings,
+        hub: Arc<PriceHub>,
+    ) -> Result<PriceFeed, String> {
+        let client = ClusterClient::start(remoting, settings)
             .await
             .map_err(|e| e.to_string())?;
         let state = ForwarderState {

@@ -5,7 +5,9 @@
 //! pricing-web --contacts 127.0.0.1:5056 --http-port 8080
 //! ```
 //! `CLUSTER_CONTACTS` lists the pricing nodes' cluster addresses (`host:port` or
-//! `akka.tcp://AkkaTrader@host:port`, comma separated); the transport flags (`CLUSTER_IP`,
+//! `akka.tcp://AkkaTrader@host:port`, comma separated), and/or `CLUSTER_CONTACTS_SERVICE`
+//! names a DNS name and port whose every address is a pricing node (`pricing:5055`, the
+//! pricing pods' headless Service: scaling them needs no new list); the transport flags (`CLUSTER_IP`,
 //! `CLUSTER_PORT`, `CLUSTER_COOKIE`, ...) are the members' ones. SIGTERM/Ctrl-C stops it.
 //! Logs, traces and metrics follow `RUST_LOG`, `LOG_FORMAT` and the `OTEL_*` variables
 //! (`telemetry::init("pricing-web")`); `/metrics` is on the HTTP port.
@@ -31,7 +33,10 @@ struct Cli {
     node: runtime::NodeArgs,
     /// Receptionists to connect to: the pricing nodes' cluster addresses.
     #[arg(long, env = "CLUSTER_CONTACTS")]
-    contacts: String,
+    contacts: Option<String>,
+    /// `host:port` whose every DNS address is a receptionist's node (a headless Service).
+    #[arg(long, env = "CLUSTER_CONTACTS_SERVICE")]
+    contacts_service: Option<String>,
     /// Interface the dashboard listens on.
     #[arg(long, env = "HTTP_HOST", default_value = "0.0.0.0")]
     http_host: String,
@@ -71,10 +76,30 @@ async fn run(cli: Cli, metrics: &Metrics) {
             self_seed: true,
         })
         .unwrap_or_else(|e| fail(2, e.to_string()));
-    let contacts = cluster_tools::client::parse_contacts(&cli.contacts, &config.remoting.system)
-        .unwrap_or_else(|e| fail(2, format!("CLUSTER_CONTACTS (--contacts): {e}")));
-    if contacts.is_empty() {
-        fail(2, "CLUSTER_CONTACTS (--contacts): no contact point".into());
+    let contacts = cluster_tools::client::parse_contacts(
+        cli.contacts.as_deref().unwrap_or_default(),
+        &config.remoting.system,
+    )
+    .unwrap_or_else(|e| fail(2, format!("CLUSTER_CONTACTS (--contacts): {e}")));
+    let contact_service = cli.contacts_service.as_deref().map(|s| {
+        s.rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
+            .filter(|(host, _)| !host.is_empty())
+            .unwrap_or_else(|| {
+                fail(
+                    2,
+                    format!(
+                        "CLUSTER_CONTACTS_SERVICE (--contacts-service): {s:?} is not host:port"
+                    ),
+                )
+            })
+    });
+    if contacts.is_empty() && contact_service.is_none() {
+        fail(
+            2,
+            "CLUSTER_CONTACTS (--contacts) or CLUSTER_CONTACTS_SERVICE (--contacts-service): no contact point"
+                .into(),
+        );
     }
     let tickers = Ticker::list_or_defaults(cli.tickers.as_deref())
         .unwrap_or_else(|e| fail(2, format!("TICKERS (--tickers): {e}")));
@@ -96,7 +121,11 @@ async fn run(cli: Cli, metrics: &Metrics) {
         .await
         .unwrap_or_else(|e| fail(1, format!("cannot start the transport: {e}")));
     let hub = PriceHub::new(tickers, cli.history);
-    let feed = PriceFeed::start(&remoting, contacts, hub.clone())
+    let settings = cluster_tools::client::ClientSettings {
+        contact_service,
+        ..cluster_tools::client::ClientSettings::new(contacts)
+    };
+    let feed = PriceFeed::start_with(&remoting, settings, hub.clone())
         .await
         .unwrap_or_else(|e| fail(1, format!("cannot start the price feed: {e}")));
     let _instruments = pricing_web::metrics::register(metrics, &hub, Some(&remoting));

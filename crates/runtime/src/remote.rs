@@ -538,6 +538,35 @@ impl Remoting {
         }
     }
 
+    /// Who listens at `host:port`: connects, runs the handshake (so the cookie is proven
+    /// both ways) and returns the identity the node there advertises, then closes the
+    /// connection. For finding nodes by an address other than their own, such as the IPs
+    /// a headless service's DNS name resolves to while the nodes advertise pod names.
+    pub async fn identify(&self, host: &str, port: u16) -> Result<UniqueAddress, String> {
+        let inner = &self.inner;
+        let to = NodeAddress::new(inner.me.address.system.clone(), host, port);
+        let target = to.socket_addr_string();
+        let stream = tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(&target))
+            .await
+            .map_err(|_| format!("connect to {target} timed out"))?
+            .map_err(|e| format!("connect to {target}: {e}"))?;
+        let (remote, _r, _w, _) = match &inner.cfg.tls {
+            None => dial_on(inner, stream, &to).await?,
+            Some(tls) => {
+                let name = TlsSettings::server_name(host)?;
+                let s = tokio::time::timeout(
+                    inner.cfg.handshake_timeout,
+                    tls.connector.connect(name, stream),
+                )
+                .await
+                .map_err(|_| "tls handshake timed out".to_string())?
+                .map_err(|e| format!("tls: {e}"))?;
+                dial_on(inner, s, &to).await?
+            }
+        };
+        Ok(remote)
+    }
+
     /// Flushes what is queued (up to `grace`) and stops every task of the transport.
     pub async fn shutdown(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
@@ -772,13 +801,13 @@ async fn accept_on<T: SplitIo>(inner: &Arc<Inner>, io: T) -> Result<Established,
 async fn dial_on<T: SplitIo>(
     inner: &Arc<Inner>,
     io: T,
-    peer: &Peer,
+    to: &NodeAddress,
 ) -> Result<Established, String> {
     let mut framed = Framed::new(io, handshake::handshake_codec());
     let remote = handshake::dial(
         &mut framed,
         &inner.me,
-        &peer.address,
+        to,
         &inner.cfg.cookie,
         inner.cfg.handshake_timeout,
     )
@@ -830,7 +859,7 @@ async fn dial(inner: &Arc<Inner>, peer: &Arc<Peer>) -> Result<Conn, String> {
         .map_err(|e| format!("connect to {target}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let (remote, r, w, leftover) = match &inner.cfg.tls {
-        None => dial_on(inner, stream, peer).await?,
+        None => dial_on(inner, stream, &peer.address).await?,
         Some(tls) => {
             let name = TlsSettings::server_name(&peer.address.host)?;
             let s = tokio::time::timeout(
@@ -840,7 +869,7 @@ async fn dial(inner: &Arc<Inner>, peer: &Arc<Peer>) -> Result<Conn, String> {
             .await
             .map_err(|_| "tls handshake timed out".to_string())?
             .map_err(|e| format!("tls: {e}"))?;
-            dial_on(inner, s, peer).await?
+            dial_on(inner, s, &peer.address).await?
         }
     };
     if remote.address != peer.address {
