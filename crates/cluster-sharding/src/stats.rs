@@ -7,7 +7,8 @@
 //!
 //! ```json
 //! {"typeName":"order-book",
-//!  "regions":[{"address":"akka.tcp://AkkaTrader@10.0.0.5:4053","shards":15,"entities":212}],
+//!  "regions":[{"address":"akka.tcp://AkkaTrader@10.0.0.5:4053","shards":15,"entities":212,
+//!              "shardIds":[0,3,4,7,9,10,12,15,18,19,21,24,26,28,30]}],
 //!  "failed":[]}
 //! ```
 //!
@@ -86,6 +87,9 @@ pub struct NodeShardStats {
     pub shards: usize,
     /// Entities it runs.
     pub entities: usize,
+    /// The shards it hosts, ascending (Akka's `ShardRegionStats` keys).
+    #[serde(rename = "shardIds", default)]
+    pub shard_ids: Vec<ShardId>,
 }
 
 /// Cluster-wide statistics of one entity type.
@@ -105,10 +109,15 @@ impl ClusterShardStats {
     pub fn from_states(type_name: &str, states: &[RegionState], failed: Vec<String>) -> Self {
         let mut regions: Vec<NodeShardStats> = states
             .iter()
-            .map(|s| NodeShardStats {
-                address: s.address.clone(),
-                shards: s.shards.len(),
-                entities: s.entity_count(),
+            .map(|s| {
+                let mut shard_ids: Vec<ShardId> = s.shards.iter().map(|sh| sh.shard).collect();
+                shard_ids.sort_unstable();
+                NodeShardStats {
+                    address: s.address.clone(),
+                    shards: s.shards.len(),
+                    entities: s.entity_count(),
+                    shard_ids,
+                }
             })
             .collect();
         regions.sort_by(|a, b| a.address.cmp(&b.address));
@@ -369,7 +378,7 @@ mod tests {
         };
         let s = ClusterShardStats::from_states(
             "t",
-            &[st("b", &[(1, 2), (2, 3)]), st("a", &[(3, 1)])],
+            &[st("b", &[(2, 3), (1, 2)]), st("a", &[(3, 1)])],
             vec!["c".into()],
         );
         assert_eq!(s.total_shards(), 3);
@@ -377,8 +386,8 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"typeName":"t","regions":[
-                {"address":"a","shards":1,"entities":1},
-                {"address":"b","shards":2,"entities":5}],"failed":["c"]})
+                {"address":"a","shards":1,"entities":1,"shardIds":[3]},
+                {"address":"b","shards":2,"entities":5,"shardIds":[1,2]}],"failed":["c"]})
         );
         assert_eq!(
             format_stats_lines(&s),

@@ -63,7 +63,15 @@ impl Project {
 
     /// Runs `docker-compose -p NAME -f users' -f test's ARGS` and returns its stdout.
     pub async fn compose(&self, args: &[&str]) -> Result<String> {
-        let out = tokio::process::Command::from(self.compose_command(args))
+        self.compose_with(&[], args).await
+    }
+
+    /// As [`Project::compose`], with `extra` variables for the compose files on top of the
+    /// project's.
+    pub async fn compose_with(&self, extra: &[(&str, &str)], args: &[&str]) -> Result<String> {
+        let mut command = self.compose_command(args);
+        command.envs(extra.iter().copied());
+        let out = tokio::process::Command::from(command)
             .output()
             .await
             .context("docker-compose runs")?;

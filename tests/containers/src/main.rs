@@ -15,8 +15,11 @@
 //!    time, highest ordinal first, as a StatefulSet RollingUpdate does (the next only once the
 //!    last is Up and answers `/ready`); each exits 0 within its grace period; the longest pause
 //!    any book saw is reported;
-//! 5. **scale**: traders 2 -> 4 -> 2; the new ones join, the removed ones leave gracefully;
-//! 6. **outage**: the MongoDB container stopped for 10 s under load; books refuse work with
+//! 5. **update**: a rolling update of the trade-processors to app version 0.1.1 (each container
+//!    replaced, highest ordinal first); how many times each shard moved, and the longest pause
+//!    a book saw;
+//! 6. **scale**: traders 2 -> 4 -> 2; the new ones join, the removed ones leave gracefully;
+//! 7. **outage**: the MongoDB container stopped for 10 s under load; books refuse work with
 //!    errors, nothing crashes, then trading resumes.
 //!
 //! After every fault it checks the invariants of [`ledger`] (nothing confirmed lost, nothing
@@ -54,7 +57,7 @@ struct Cli {
     /// Orders per second of each traders container.
     #[arg(long, default_value_t = 50)]
     orders_per_second: u32,
-    /// Run only these faults (comma separated: crash,partition,rolling,scale,outage).
+    /// Run only these faults (comma separated: crash,partition,rolling,update,scale,outage).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Formation and the steady-state rate only.
@@ -95,6 +98,7 @@ struct Member {
     uid: u64,
     status: String,
     reachable: bool,
+    app_version: String,
 }
 
 struct Suite<'a> {
@@ -137,6 +141,106 @@ where
     }
 }
 
+/// The longest pause any book saw: every book's highest sequence nr, sampled every 250 ms
+/// from the journal, and the longest time one stayed the same while the traders load it.
+struct PauseSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(Duration, String)>,
+}
+
+impl PauseSampler {
+    fn start(stores: Stores) -> PauseSampler {
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut last: BTreeMap<Ticker, (u64, Instant)> = BTreeMap::new();
+            let mut longest = (Duration::ZERO, String::new());
+            loop {
+                for t in Ticker::defaults() {
+                    let pid = trade_processor::entity::persistence_id(t.as_str());
+                    let Ok(seq) = stores.journal.highest_sequence_nr(&pid, 0).await else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    let e = last.entry(t).or_insert((seq, now));
+                    if seq != e.0 {
+                        let gap = now - e.1;
+                        if gap > longest.0 {
+                            longest = (gap, t.to_string());
+                        }
+                        *e = (seq, now);
+                    }
+                }
+                if stop_rx.try_recv().is_ok() {
+                    return longest;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        PauseSampler { stop, task }
+    }
+
+    /// The longest pause and the book that saw it.
+    async fn stop(self) -> Result<(Duration, String)> {
+        let _ = self.stop.send(());
+        Ok(self.task.await?)
+    }
+}
+
+/// How often each `orderBook` shard changed its home: `GET /cluster/shards/orderBook` on
+/// the traders (which proxy the type and are not restarted), sampled every 250 ms. A shard
+/// absent from every region is in hand-off and counts when it reappears elsewhere.
+struct ShardMoveSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<BTreeMap<u64, (String, usize)>>,
+}
+
+impl ShardMoveSampler {
+    fn start(nodes: Vec<SocketAddr>) -> ShardMoveSampler {
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            // shard -> (current home, moves so far)
+            let mut homes: BTreeMap<u64, (String, usize)> = BTreeMap::new();
+            loop {
+                for addr in &nodes {
+                    let Ok(Ok((200, body))) = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        web_get(*addr, "/cluster/shards/orderBook"),
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    let Ok(stats) = serde_json::from_str::<Value>(&body) else {
+                        continue;
+                    };
+                    for region in stats["regions"].as_array().into_iter().flatten() {
+                        let home = region["address"].as_str().unwrap_or_default();
+                        for id in region["shardIds"].as_array().into_iter().flatten() {
+                            let Some(id) = id.as_u64() else { continue };
+                            let e = homes.entry(id).or_insert((home.to_owned(), 0));
+                            if e.0 != home {
+                                *e = (home.to_owned(), e.1 + 1);
+                            }
+                        }
+                    }
+                    break;
+                }
+                if stop_rx.try_recv().is_ok() {
+                    return homes;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        ShardMoveSampler { stop, task }
+    }
+
+    /// Moves per shard.
+    async fn stop(self) -> Result<BTreeMap<u64, (String, usize)>> {
+        let _ = self.stop.send(());
+        Ok(self.task.await?)
+    }
+}
+
 impl Suite<'_> {
     fn figure(&mut self, name: &str, value: String) {
         println!("    {name}: {value}");
@@ -170,6 +274,7 @@ impl Suite<'_> {
                     uid: m["nodeUid"].as_u64().unwrap_or_default(),
                     status: m["status"].as_str().unwrap_or_default().to_owned(),
                     reachable: m["reachable"].as_bool().unwrap_or(false),
+                    app_version: m["appVersion"].as_str().unwrap_or_default().to_owned(),
                 })
                 .collect());
         }
@@ -560,34 +665,7 @@ impl Suite<'_> {
 
     async fn rolling(&mut self) -> Result<()> {
         println!("==> rolling restart: SIGTERM, one container at a time, highest ordinal first");
-        // The longest pause a book saw: its highest sequence nr sampled every 250 ms.
-        let stores = self.stores().await?.clone();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let sampler = tokio::spawn(async move {
-            let mut last: BTreeMap<Ticker, (u64, Instant)> = BTreeMap::new();
-            let mut longest = (Duration::ZERO, String::new());
-            loop {
-                for t in Ticker::defaults() {
-                    let pid = trade_processor::entity::persistence_id(t.as_str());
-                    let Ok(seq) = stores.journal.highest_sequence_nr(&pid, 0).await else {
-                        continue;
-                    };
-                    let now = Instant::now();
-                    let e = last.entry(t).or_insert((seq, now));
-                    if seq != e.0 {
-                        let gap = now - e.1;
-                        if gap > longest.0 {
-                            longest = (gap, t.to_string());
-                        }
-                        *e = (seq, now);
-                    }
-                }
-                if stop_rx.try_recv().is_ok() {
-                    return longest;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        });
+        let pauses = PauseSampler::start(self.stores().await?.clone());
         let mut slowest_exit = (Duration::ZERO, String::new());
         let order: [(&str, u16); 7] = [
             ("trade-processor-1", 5055),
@@ -645,8 +723,7 @@ impl Suite<'_> {
             "    pricing-web: exit 0 after SIGTERM in {}, ready again",
             secs(took)
         );
-        let _ = stop_tx.send(());
-        let (pause, ticker) = sampler.await?;
+        let (pause, ticker) = pauses.stop().await?;
         self.figure(
             "rolling: slowest SIGTERM-to-exit",
             format!("{} ({})", secs(slowest_exit.0), slowest_exit.1),
@@ -656,6 +733,85 @@ impl Suite<'_> {
             format!("{} ({ticker})", secs(pause)),
         );
         self.invariants("the rolling restart").await
+    }
+
+    /// A rolling update of the trade-processors to a new application version, as a
+    /// StatefulSet does it: highest ordinal first, each container replaced (SIGTERM, a new
+    /// container with `APP_VERSION` 0.1.1) and the next only once the new one is ready.
+    /// Reports how often each shard moved and the longest pause a book saw.
+    async fn update(&mut self) -> Result<()> {
+        const NEW_VERSION: &str = "0.1.1";
+        println!(
+            "==> rolling update: trade-processors to app version {NEW_VERSION}, highest ordinal first"
+        );
+        let mut traders = Vec::new();
+        for id in self.project.containers("traders").await? {
+            traders.push(format!("{}:8558", self.project.ip(&id).await?).parse()?);
+        }
+        let moves = ShardMoveSampler::start(traders);
+        let pauses = PauseSampler::start(self.stores().await?.clone());
+        // a first sample of every shard's home before anything moves
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let t0 = Instant::now();
+        for service in ["trade-processor-1", "trade-processor-0"] {
+            let node = address(service, 5055);
+            let old = self.member(&node).await?.context("a member")?;
+            let started = Instant::now();
+            self.project
+                .compose_with(
+                    &[("TRADE_PROCESSOR_APP_VERSION", NEW_VERSION)],
+                    &["up", "-d", "--no-deps", service],
+                )
+                .await?;
+            self.rejoined(&node, old.uid, Duration::from_secs(120))
+                .await?;
+            let id = self.project.container(service).await?;
+            let ready = self
+                .ready_after(&id, started, Duration::from_secs(120))
+                .await?;
+            let now = self.member(&node).await?.context("a member")?;
+            if now.app_version != NEW_VERSION {
+                bail!(
+                    "{node} runs app version {:?} after the update",
+                    now.app_version
+                );
+            }
+            println!(
+                "    {service}: replaced, Up as {NEW_VERSION}, ready {} after the replacement began",
+                secs(ready)
+            );
+        }
+        self.all_up(MEMBERS, Duration::from_secs(120)).await?;
+        let took = t0.elapsed();
+        // let the coordinator finish what the last join started (a rebalance, once the
+        // versions agree again) before counting
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let homes = moves.stop().await?;
+        let (pause, ticker) = pauses.stop().await?;
+        if homes.is_empty() {
+            bail!("no shard homes were sampled from the traders");
+        }
+        let mut histogram: BTreeMap<usize, usize> = BTreeMap::new();
+        for (_, n) in homes.values() {
+            *histogram.entry(*n).or_default() += 1;
+        }
+        let total: usize = homes.values().map(|(_, n)| n).sum();
+        let most = histogram.keys().max().copied().unwrap_or(0);
+        self.figure("update: both trade-processors replaced in", secs(took));
+        self.figure(
+            "update: moves per shard",
+            format!(
+                "at most {most}, {:.2} on average over {} shards (moves: shards {:?})",
+                total as f64 / homes.len() as f64,
+                homes.len(),
+                histogram
+            ),
+        );
+        self.figure(
+            "update: longest pause any book saw",
+            format!("{} ({ticker})", secs(pause)),
+        );
+        self.invariants("the rolling update").await
     }
 
     async fn scale(&mut self) -> Result<()> {
@@ -852,6 +1008,9 @@ async fn run(suite: &mut Suite<'_>, cli: &Cli, started: Instant) -> Result<()> {
     }
     if wanted("rolling") {
         suite.rolling().await?;
+    }
+    if wanted("update") {
+        suite.update().await?;
     }
     if wanted("scale") {
         suite.scale().await?;
