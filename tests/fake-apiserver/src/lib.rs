@@ -22,7 +22,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -103,16 +103,11 @@ impl Pod {
     }
 
     fn matches(&self, terms: &[Term]) -> bool {
-        terms.iter().all(|t| {
-            let value = self
-                .labels
+        labels_match(terms, |key| {
+            self.labels
                 .iter()
-                .find(|(k, _)| *k == t.key)
-                .map(|(_, v)| v.as_str());
-            match t.equal {
-                true => value == Some(t.value.as_str()),
-                false => value != Some(t.value.as_str()),
-            }
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
         })
     }
 
@@ -167,6 +162,16 @@ struct Term {
     equal: bool,
 }
 
+fn labels_match<'a>(terms: &[Term], label: impl Fn(&str) -> Option<&'a str>) -> bool {
+    terms.iter().all(|t| {
+        let value = label(&t.key);
+        match t.equal {
+            true => value == Some(t.value.as_str()),
+            false => value != Some(t.value.as_str()),
+        }
+    })
+}
+
 fn parse_selector(s: &str) -> Result<Vec<Term>, String> {
     s.split(',')
         .filter(|t| !t.trim().is_empty())
@@ -201,8 +206,32 @@ struct State {
     namespace: String,
     token: String,
     pods: Vec<Pod>,
+    pods_file: Option<PathBuf>,
     served: u64,
     rejected: u64,
+}
+
+/// Where a fake API server listens and what it serves.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Address to bind (port 0: any free port).
+    pub bind: std::net::SocketAddr,
+    /// Names and IPs its certificate is for (what clients connect to).
+    pub names: Vec<String>,
+    /// A JSON file holding an array of pods in the API's shape, read on every request
+    /// (written by whoever runs the pods, such as the Kubernetes harness); `None` serves
+    /// the pods given to [`FakeApiServer::set_pods`].
+    pub pods_file: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bind: ([127, 0, 0, 1], 0).into(),
+            names: vec!["127.0.0.1".into(), "localhost".into()],
+            pods_file: None,
+        }
+    }
 }
 
 /// A running fake API server; it stops when dropped.
@@ -254,7 +283,20 @@ impl FakeApiServer {
     /// Starts serving pods of `namespace` on `127.0.0.1` (a port from the OS), requiring
     /// `token`. Must be called inside a Tokio runtime, which then runs the server.
     pub async fn start(namespace: &str, token: &str) -> FakeApiServer {
-        let (ca_pem, cert, key) = certificates("fake-apiserver CA", &["127.0.0.1", "localhost"]);
+        Self::start_with(namespace, token, Options::default())
+            .await
+            .expect("bind 127.0.0.1")
+    }
+
+    /// As [`FakeApiServer::start`], with where to listen, the names its certificate is
+    /// for, and optionally a file of pods to serve instead of [`FakeApiServer::set_pods`].
+    pub async fn start_with(
+        namespace: &str,
+        token: &str,
+        options: Options,
+    ) -> std::io::Result<FakeApiServer> {
+        let names: Vec<&str> = options.names.iter().map(String::as_str).collect();
+        let (ca_pem, cert, key) = certificates("fake-apiserver CA", &names);
         let config = ServerConfig::builder_with_provider(Arc::new(
             tokio_rustls::rustls::crypto::ring::default_provider(),
         ))
@@ -264,11 +306,12 @@ impl FakeApiServer {
         .with_single_cert(vec![cert], key)
         .expect("server certificate");
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
+        let listener = TcpListener::bind(options.bind).await?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
             namespace: namespace.into(),
             token: token.into(),
+            pods_file: options.pods_file,
             ..State::default()
         }));
         let st = state.clone();
@@ -294,12 +337,12 @@ impl FakeApiServer {
                 });
             }
         });
-        FakeApiServer {
+        Ok(FakeApiServer {
             addr,
             ca_pem,
             state,
             task,
-        }
+        })
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -419,14 +462,31 @@ fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<Bytes>>
         Ok(t) => t,
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e),
     };
-    let items: Vec<Value> = if ns == st.namespace {
+    let items: Vec<Value> = if ns != st.namespace {
+        Vec::new()
+    } else if let Some(file) = &st.pods_file {
+        let pods: Vec<Value> = match std::fs::read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                return status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    format!("pods file {}: {e}", file.display()),
+                );
+            }
+        };
+        pods.into_iter()
+            .filter(|p| labels_match(&terms, |k| p["metadata"]["labels"][k].as_str()))
+            .collect()
+    } else {
         st.pods
             .iter()
             .filter(|p| p.matches(&terms))
             .map(|p| p.to_json(ns))
             .collect()
-    } else {
-        Vec::new()
     };
     st.served += 1;
     let body = json!({
