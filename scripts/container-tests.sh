@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The container fault suite (README "Run it in containers"): builds the images without a
 # registry, then runs the whole cluster as containers with docker-compose and injects faults
-# (docker kill, network disconnect, SIGTERM rolling restart, scaling, a MongoDB outage),
-# checking after each that nothing confirmed was lost (tests/containers).
+# (docker kill, network disconnect, SIGTERM rolling restart, a rolling update, scaling, a
+# MongoDB outage), checking after each that nothing confirmed was lost (tests/containers);
+# then runs the k8s/ manifests as pods on Docker through the Kubernetes harness
+# (tests/k8s-harness): deploy, scale, rolling restart, kill, stop, the discovery variant.
 #
 # Usage: scripts/container-tests.sh [container-suite options]   (e.g. --only crash --keep;
-#        see `cargo run -p container-tests -- --help`)
+#        see `cargo run -p container-tests -- --help`); with options, only the compose suite
+#        runs, unless they include --kubernetes, which runs only the Kubernetes one
 # Environment:
 #   SKIP_IMAGE_BUILD=1   use the images already built (scripts/build-images.sh --no-registry)
 #
@@ -29,6 +32,12 @@ fi
 if [ "${SKIP_IMAGE_BUILD:-0}" != 1 ]; then
   scripts/build-images.sh --no-registry
 fi
-# The suite itself is a debug build: it shares the test build's dependencies.
-cargo build --locked -p container-tests
-exec "${CARGO_TARGET_DIR:-target}/debug/container-suite" "$@"
+# The suite itself is a debug build: it shares the test build's dependencies. The fake API
+# server is the Kubernetes harness's, for the discovery variant.
+cargo build --locked -p container-tests -p fake-apiserver
+suite="${CARGO_TARGET_DIR:-target}/debug/container-suite"
+if [ "$#" -gt 0 ]; then
+  exec "$suite" "$@"
+fi
+"$suite"
+exec "$suite" --kubernetes

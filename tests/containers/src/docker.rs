@@ -1,5 +1,7 @@
-//! The suite's hands on Docker: one compose project of its own (docker/docker-compose.yaml with
-//! docker/docker-compose.test.yaml over it), driven through `docker-compose` 1.29 and `docker`.
+//! The suite's hands on Docker: one project of its own, either a compose project
+//! (docker/docker-compose.yaml with docker/docker-compose.test.yaml over it, driven through
+//! `docker-compose` 1.29) or the pods the Kubernetes harness runs (`tests/k8s-harness`, which
+//! names each pod's container `<project>-<pod>` on the network `<project>`), and `docker`.
 //!
 //! Everything it creates carries the project's name (containers, the network, volumes), and
 //! [`Project::down`] removes exactly those, so parallel runs and the user's own
@@ -10,12 +12,23 @@ use std::process::Output;
 
 use anyhow::{Context, Result, bail};
 
-/// One compose project.
+/// What runs the project's containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `docker-compose -p NAME`: a service's containers carry compose's labels.
+    Compose,
+    /// The Kubernetes harness: a pod's container is `NAME-<pod>` (`mongodb` is the pod
+    /// `mongodb-0`, `traders` every `traders-<n>`), labelled `akka-cqrs-rs.k8s-harness=NAME`.
+    Harness,
+}
+
+/// One project.
 pub struct Project {
     /// The project name (`-p`), unique per run.
     pub name: String,
     repo: PathBuf,
     env: Vec<(String, String)>,
+    kind: Kind,
 }
 
 fn check(what: &str, out: Output) -> Result<String> {
@@ -43,7 +56,22 @@ pub async fn docker(args: &[&str]) -> Result<String> {
 impl Project {
     /// A project of the repository at `repo`, with `env` for the compose files' variables.
     pub fn new(name: String, repo: PathBuf, env: Vec<(String, String)>) -> Project {
-        Project { name, repo, env }
+        Project {
+            name,
+            repo,
+            env,
+            kind: Kind::Compose,
+        }
+    }
+
+    /// The pods the Kubernetes harness runs as project `name`.
+    pub fn harness(name: String, repo: PathBuf) -> Project {
+        Project {
+            name,
+            repo,
+            env: Vec::new(),
+            kind: Kind::Harness,
+        }
     }
 
     fn compose_command(&self, args: &[&str]) -> std::process::Command {
@@ -63,6 +91,9 @@ impl Project {
 
     /// Runs `docker-compose -p NAME -f users' -f test's ARGS` and returns its stdout.
     pub async fn compose(&self, args: &[&str]) -> Result<String> {
+        if self.kind != Kind::Compose {
+            bail!("{} is not a compose project", self.name);
+        }
         self.compose_with(&[], args).await
     }
 
@@ -80,6 +111,9 @@ impl Project {
 
     /// The container ids of a service (several for a scaled one), in replica order.
     pub async fn containers(&self, service: &str) -> Result<Vec<String>> {
+        if self.kind == Kind::Harness {
+            return self.pod_containers(service).await;
+        }
         let out = docker(&[
             "ps",
             "-a",
@@ -102,6 +136,45 @@ impl Project {
         Ok(rows.into_iter().map(|(_, id)| id).collect())
     }
 
+    /// The harness's containers of `service`: the pod of that name, or the pods of the set
+    /// of that name (`<service>-<ordinal>`), by ordinal.
+    async fn pod_containers(&self, service: &str) -> Result<Vec<String>> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=akka-cqrs-rs.k8s-harness={}", self.name),
+            "--format",
+            "{{.Names}} {{.ID}}",
+        ])
+        .await?;
+        let prefix = format!("{}-", self.name);
+        let mut exact = None;
+        let mut set: Vec<(u32, String)> = Vec::new();
+        for l in out.lines() {
+            let Some((name, id)) = l.split_once(' ') else {
+                continue;
+            };
+            let Some(pod) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if pod == service {
+                exact = Some(id.to_owned());
+            } else if let Some(n) = pod
+                .strip_prefix(service)
+                .and_then(|r| r.strip_prefix('-'))
+                .and_then(|n| n.parse().ok())
+            {
+                set.push((n, id.to_owned()));
+            }
+        }
+        if let Some(id) = exact {
+            return Ok(vec![id]);
+        }
+        set.sort();
+        Ok(set.into_iter().map(|(_, id)| id).collect())
+    }
+
     /// The one container of a service.
     pub async fn container(&self, service: &str) -> Result<String> {
         let ids = self.containers(service).await?;
@@ -114,9 +187,12 @@ impl Project {
         }
     }
 
-    /// The network of the project (compose's default network).
+    /// The network of the project (compose's default network, or the harness's).
     pub fn network(&self) -> String {
-        format!("{}_default", self.name)
+        match self.kind {
+            Kind::Compose => format!("{}_default", self.name),
+            Kind::Harness => self.name.clone(),
+        }
     }
 
     /// A container's address on the project's network (empty while it is disconnected or
@@ -161,6 +237,10 @@ impl Project {
     /// `docker-compose down --volumes`: this project's containers, network and volumes.
     /// Blocking, so that it also runs from a destructor while a failed check unwinds.
     pub fn down(&self) -> Result<()> {
+        if self.kind == Kind::Harness {
+            // the harness's controller removes what it created when it stops
+            return Ok(());
+        }
         let out = self
             .compose_command(&["down", "--volumes", "--remove-orphans", "--timeout", "5"])
             .output()

@@ -28,6 +28,7 @@
 //! `--keep` is given. `scripts/container-tests.sh` builds the images and runs it.
 
 mod docker;
+mod k8s;
 mod ledger;
 #[path = "../../support/web.rs"]
 mod web;
@@ -63,6 +64,10 @@ struct Cli {
     /// Formation and the steady-state rate only.
     #[arg(long)]
     no_faults: bool,
+    /// Run the Kubernetes scenarios instead: the k8s/ manifests as pods on Docker through the
+    /// harness (tests/k8s-harness), deployed and stopped by the deploy scripts.
+    #[arg(long)]
+    kubernetes: bool,
     /// Leave the project running at the end (remove it with `docker-compose -p NAME down -v`).
     #[arg(long)]
     keep: bool,
@@ -239,6 +244,25 @@ impl ShardMoveSampler {
         let _ = self.stop.send(());
         Ok(self.task.await?)
     }
+}
+
+/// `at most M, A on average over N shards (moves: shards {moves: count})`.
+fn moves_summary(homes: &BTreeMap<u64, (String, usize)>) -> Result<String> {
+    if homes.is_empty() {
+        bail!("no shard homes were sampled from the traders");
+    }
+    let mut histogram: BTreeMap<usize, usize> = BTreeMap::new();
+    for (_, n) in homes.values() {
+        *histogram.entry(*n).or_default() += 1;
+    }
+    let total: usize = homes.values().map(|(_, n)| n).sum();
+    let most = histogram.keys().max().copied().unwrap_or(0);
+    Ok(format!(
+        "at most {most}, {:.2} on average over {} shards (moves: shards {:?})",
+        total as f64 / homes.len() as f64,
+        homes.len(),
+        histogram
+    ))
 }
 
 impl Suite<'_> {
@@ -788,25 +812,8 @@ impl Suite<'_> {
         tokio::time::sleep(Duration::from_secs(15)).await;
         let homes = moves.stop().await?;
         let (pause, ticker) = pauses.stop().await?;
-        if homes.is_empty() {
-            bail!("no shard homes were sampled from the traders");
-        }
-        let mut histogram: BTreeMap<usize, usize> = BTreeMap::new();
-        for (_, n) in homes.values() {
-            *histogram.entry(*n).or_default() += 1;
-        }
-        let total: usize = homes.values().map(|(_, n)| n).sum();
-        let most = histogram.keys().max().copied().unwrap_or(0);
         self.figure("update: both trade-processors replaced in", secs(took));
-        self.figure(
-            "update: moves per shard",
-            format!(
-                "at most {most}, {:.2} on average over {} shards (moves: shards {:?})",
-                total as f64 / homes.len() as f64,
-                homes.len(),
-                histogram
-            ),
-        );
+        self.figure("update: moves per shard", moves_summary(&homes)?);
         self.figure(
             "update: longest pause any book saw",
             format!("{} ({ticker})", secs(pause)),
@@ -1025,6 +1032,14 @@ async fn run(suite: &mut Suite<'_>, cli: &Cli, started: Instant) -> Result<()> {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let repo = std::fs::canonicalize(&cli.repo).expect("the repository exists");
+    if cli.kubernetes {
+        return if k8s::run(&cli, &repo).await {
+            println!("==> Kubernetes suite passed");
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        };
+    }
     let name = format!("akka-cqrs-test-{}", std::process::id());
     let work = repo.join("target/container-tests").join(&name);
     let blotters = work.join("blotters");
