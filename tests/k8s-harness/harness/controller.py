@@ -185,9 +185,18 @@ class Controller:
         for d in (self.state.requests, self.state.responses):
             for f in os.listdir(d):
                 os.unlink(os.path.join(d, f))
-        self.subnet = self.subnet or docker.choose_subnet()
-        docker.run(["network", "create", *docker.label_args(self.project), "--subnet", str(self.subnet),
-                    self.network])
+        chosen = self.subnet
+        for attempt in range(10):
+            self.subnet = chosen or docker.choose_subnet()
+            try:
+                docker.run(["network", "create", *docker.label_args(self.project), "--subnet",
+                            str(self.subnet), self.network])
+                break
+            except docker.DockerError:
+                # another harness took the same subnet a moment ago: pick again
+                if chosen or attempt == 9:
+                    raise
+                time.sleep(random.uniform(0.1, 0.5))
         self.log(f"network {self.network} {self.subnet}")
         write_json(self.state.controller_file, {"pid": os.getpid(), "project": self.project,
                                                 "context": self.context, "network": self.network})

@@ -4,6 +4,7 @@ what the harness created (LABEL=<project>) and nothing else; callers build the a
 
 import ipaddress
 import json
+import random
 import subprocess
 
 LABEL = "akka-cqrs-rs.k8s-harness"
@@ -92,10 +93,11 @@ def used_subnets():
 
 
 def choose_subnet():
-    """The first 10.231.N.0/24 that overlaps no Docker network."""
+    """A 10.231.N.0/24 that overlaps no Docker network, picked at random among the free ones so
+    that harnesses starting at the same moment rarely pick the same (the caller retries then)."""
     used = used_subnets()
-    for n in range(256):
-        cand = ipaddress.ip_network(f"10.231.{n}.0/24")
-        if not any(cand.overlaps(u) for u in used if u.version == 4):
-            return cand
-    raise DockerError("no free 10.231.N.0/24 subnet for the harness network (give --subnet)")
+    free = [c for c in (ipaddress.ip_network(f"10.231.{n}.0/24") for n in range(256))
+            if not any(c.overlaps(u) for u in used if u.version == 4)]
+    if not free:
+        raise DockerError("no free 10.231.N.0/24 subnet for the harness network (give --subnet)")
+    return random.choice(free)
