@@ -32,6 +32,8 @@
 #   IMAGE_TAG         the services' tag (default 0.1.0; the manifests expect 0.1.0)
 #   LOCAL_BASE_IMAGE  the tag of the local base (default akka-cqrs-rs/base:bookworm)
 #   CARGO_TARGET_DIR  where --from-host finds target/release (default: target)
+#   HOST_BUILD_PROFILE the cargo profile of --from-host (default release; the container tests
+#                     use `container`, the release optimisation without its link-time work)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -85,10 +87,12 @@ fi
 # 2. The binaries, as an image holding /out/<binary>.
 binaries_image="$PREFIX/binaries:$TAG"
 if [ "$from_host" = 1 ]; then
-  echo "==> cargo build --release (the binaries, on the host)"
-  cargo build --release --locked \
+  profile="${HOST_BUILD_PROFILE:-release}"
+  if [ "$profile" = release ]; then profile_args=(--release); else profile_args=(--profile "$profile"); fi
+  echo "==> cargo build ${profile_args[*]} (the binaries, on the host)"
+  cargo build "${profile_args[@]}" --locked \
     -p lighthouse -p trade-processor -p traders -p pricing -p pricing-web -p ctl
-  release="${CARGO_TARGET_DIR:-target}/release"
+  release="${CARGO_TARGET_DIR:-target}/$profile"
   mkdir -p "$stage/binaries"
   for b in "${BINARIES[@]}"; do cp "$release/$b" "$stage/binaries/"; done
   echo "==> building $binaries_image (docker/host-binaries.Dockerfile)"

@@ -74,14 +74,16 @@ if args[:2] == ["image", "inspect"]:
 if args[:1] == ["run"] and args[-1] in ("--version", "--help"):
     print("fake 0.1.0")
 """
-# `cargo build --release -p X ...`: an (empty) binary per package into $CARGO_TARGET_DIR/release.
+# `cargo build --release|--profile P -p X ...`: an (empty) binary per package into
+# $CARGO_TARGET_DIR/release (or /P).
 FAKE_CARGO = r"""
 target = os.environ.get("CARGO_TARGET_DIR")
 if not target:
     print("fake cargo: CARGO_TARGET_DIR must be set (never write into the repository)", file=sys.stderr)
     sys.exit(1)
 binaries = json.loads(os.environ["FAKE_PACKAGES"])
-release = os.path.join(target, "release")
+profile = args[args.index("--profile") + 1] if "--profile" in args else "release"
+release = os.path.join(target, profile)
 os.makedirs(release, exist_ok=True)
 for i, a in enumerate(args):
     if a == "-p":
@@ -311,6 +313,14 @@ def test_from_host_builds_the_binaries_with_cargo_like_the_build_dockerfile(no_r
     assert sorted(argv[i + 1] for i, a in enumerate(argv) if a == "-p") == sorted(PACKAGES), (
         "the same packages as docker/build.Dockerfile builds"
     )
+
+
+def test_from_host_takes_another_profile_from_the_environment(tmp_path):
+    r, calls = run_build(tmp_path, "--no-registry", HOST_BUILD_PROFILE="container")
+    assert r.returncode == 0, r.stderr
+    (cargo,) = of(calls, "cargo")
+    argv = cargo["argv"]
+    assert argv[:3] == ["build", "--profile", "container"] and "--release" not in argv
 
 
 def test_both_binaries_paths_give_the_runtime_the_same_binaries_image(produced, no_registry):
