@@ -636,8 +636,21 @@ mod tests {
     }
 
     /// Plays the regions' side of every message until nothing is left to send.
-    fn run_regions(c: &mut CoordinatorState, mut out: Vec<Out>, now: Instant) {
+    fn run_regions(c: &mut CoordinatorState, out: Vec<Out>, now: Instant) {
+        run_recording(c, out, now, &mut Vec::new());
+    }
+
+    /// Like `run_regions`, recording where every `HostShard` went.
+    fn run_recording(
+        c: &mut CoordinatorState,
+        mut out: Vec<Out>,
+        now: Instant,
+        hosted: &mut Vec<(ShardId, NodeAddress)>,
+    ) {
         while let Some(Out(to, m)) = out.pop() {
+            if let RegionWire::HostShard { shard, .. } = &m {
+                hosted.push((*shard, to.clone()));
+            }
             let reply = match m {
                 RegionWire::HostShard { shard, .. } => {
                     Some(CoordinatorWire::ShardStarted { region: to, shard })
@@ -733,46 +746,6 @@ mod tests {
                     app_version: AppVersion::parse(v).unwrap(),
                 })
                 .collect(),
-        }
-    }
-
-    /// Like `run_regions`, recording where every `HostShard` went.
-    fn run_recording(
-        c: &mut CoordinatorState,
-        out: Vec<Out>,
-        now: Instant,
-        hosted: &mut Vec<(ShardId, NodeAddress)>,
-    ) {
-        for Out(to, m) in &out {
-            if let RegionWire::HostShard { shard, .. } = m {
-                hosted.push((*shard, to.clone()));
-            }
-        }
-        let mut pending = out;
-        while let Some(Out(to, m)) = pending.pop() {
-            let reply = match m {
-                RegionWire::HostShard { shard, .. } => {
-                    Some(CoordinatorWire::ShardStarted { region: to, shard })
-                }
-                RegionWire::BeginHandOff { shard } => {
-                    Some(CoordinatorWire::BeginHandOffAck { region: to, shard })
-                }
-                RegionWire::HandOff { shard } => Some(CoordinatorWire::ShardStopped {
-                    region: to,
-                    shard,
-                    entities: vec![],
-                }),
-                _ => None,
-            };
-            if let Some(r) = reply {
-                let more = c.on_wire(r, now);
-                for Out(to, m) in &more {
-                    if let RegionWire::HostShard { shard, .. } = m {
-                        hosted.push((*shard, to.clone()));
-                    }
-                }
-                pending.extend(more);
-            }
         }
     }
 

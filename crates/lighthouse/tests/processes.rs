@@ -75,7 +75,12 @@ fn base_env() -> Vec<(&'static str, String)> {
 }
 
 fn spawn(args: &[&str], env: &[(&str, String)]) -> Proc {
-    let port = free_port();
+    spawn_at(free_port(), args, env, Stdio::null())
+}
+
+/// A node on cluster port `port` (its management port from the OS), with `base_env` and
+/// then `env`; its stderr goes to `stderr`.
+fn spawn_at(port: u16, args: &[&str], env: &[(&str, String)], stderr: Stdio) -> Proc {
     let mgmt = free_port();
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
@@ -88,7 +93,7 @@ fn spawn(args: &[&str], env: &[(&str, String)]) -> Proc {
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(stderr);
     for (k, v) in base_env() {
         cmd.env(k, v);
     }
@@ -394,36 +399,17 @@ fn lighthouse_pod(i: usize, port: u16) -> Pod {
 
 /// A node with Kubernetes-API discovery against `api`, reading its service account from `sa`.
 fn spawn_k8s(port: u16, api: &FakeApiServer, sa: &std::path::Path, extra: &[(&str, &str)]) -> Proc {
-    let mgmt = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .args([
-            "--port",
-            &port.to_string(),
-            "--management-port",
-            &mgmt.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in base_env() {
-        cmd.env(k, v);
-    }
-    cmd.env("CLUSTER_DISCOVERY", "kubernetes-api")
-        .env("KUBERNETES_SERVICE_HOST", api.host())
-        .env("KUBERNETES_SERVICE_PORT", api.port().to_string())
-        .env("KUBERNETES_SERVICE_ACCOUNT_DIR", sa)
-        .env("CLUSTER_DISCOVERY_LABEL_SELECTOR", "app=lighthouse")
-        .env("CLUSTER_DISCOVERY_PORT_NAME", "cluster")
-        .env("REQUIRED_CONTACT_POINT_NR", "3");
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    Proc {
-        child: cmd.spawn().unwrap(),
-        port,
-        mgmt,
-    }
+    let mut env: Vec<(&str, String)> = vec![
+        ("CLUSTER_DISCOVERY", "kubernetes-api".into()),
+        ("KUBERNETES_SERVICE_HOST", api.host()),
+        ("KUBERNETES_SERVICE_PORT", api.port().to_string()),
+        ("KUBERNETES_SERVICE_ACCOUNT_DIR", sa.display().to_string()),
+        ("CLUSTER_DISCOVERY_LABEL_SELECTOR", "app=lighthouse".into()),
+        ("CLUSTER_DISCOVERY_PORT_NAME", "cluster".into()),
+        ("REQUIRED_CONTACT_POINT_NR", "3".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    spawn_at(port, &[], &env, Stdio::piped())
 }
 
 fn multi_thread_rt() -> tokio::runtime::Runtime {

@@ -543,27 +543,8 @@ impl Remoting {
     /// connection. For finding nodes by an address other than their own, such as the IPs
     /// a headless service's DNS name resolves to while the nodes advertise pod names.
     pub async fn identify(&self, host: &str, port: u16) -> Result<UniqueAddress, String> {
-        let inner = &self.inner;
-        let to = NodeAddress::new(inner.me.address.system.clone(), host, port);
-        let target = to.socket_addr_string();
-        let stream = tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(&target))
-            .await
-            .map_err(|_| format!("connect to {target} timed out"))?
-            .map_err(|e| format!("connect to {target}: {e}"))?;
-        let (remote, _r, _w, _) = match &inner.cfg.tls {
-            None => dial_on(inner, stream, &to).await?,
-            Some(tls) => {
-                let name = TlsSettings::server_name(host)?;
-                let s = tokio::time::timeout(
-                    inner.cfg.handshake_timeout,
-                    tls.connector.connect(name, stream),
-                )
-                .await
-                .map_err(|_| "tls handshake timed out".to_string())?
-                .map_err(|e| format!("tls: {e}"))?;
-                dial_on(inner, s, &to).await?
-            }
-        };
+        let to = NodeAddress::new(self.inner.me.address.system.clone(), host, port);
+        let (remote, _r, _w, _) = connect(&self.inner, &to).await?;
         Ok(remote)
     }
 
@@ -851,17 +832,19 @@ async fn handle_inbound(inner: &Arc<Inner>, stream: TcpStream) -> Result<(), Str
     Ok(())
 }
 
-async fn dial(inner: &Arc<Inner>, peer: &Arc<Peer>) -> Result<Conn, String> {
-    let target = peer.address.socket_addr_string();
+/// TCP to `to`, TLS when configured, and the dialer's handshake: the identity the node
+/// there gives, and the connection's halves.
+async fn connect(inner: &Arc<Inner>, to: &NodeAddress) -> Result<Established, String> {
+    let target = to.socket_addr_string();
     let stream = tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(&target))
         .await
         .map_err(|_| format!("connect to {target} timed out"))?
         .map_err(|e| format!("connect to {target}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (remote, r, w, leftover) = match &inner.cfg.tls {
-        None => dial_on(inner, stream, &peer.address).await?,
+    match &inner.cfg.tls {
+        None => dial_on(inner, stream, to).await,
         Some(tls) => {
-            let name = TlsSettings::server_name(&peer.address.host)?;
+            let name = TlsSettings::server_name(&to.host)?;
             let s = tokio::time::timeout(
                 inner.cfg.handshake_timeout,
                 tls.connector.connect(name, stream),
@@ -869,9 +852,13 @@ async fn dial(inner: &Arc<Inner>, peer: &Arc<Peer>) -> Result<Conn, String> {
             .await
             .map_err(|_| "tls handshake timed out".to_string())?
             .map_err(|e| format!("tls: {e}"))?;
-            dial_on(inner, s, &peer.address).await?
+            dial_on(inner, s, to).await
         }
-    };
+    }
+}
+
+async fn dial(inner: &Arc<Inner>, peer: &Arc<Peer>) -> Result<Conn, String> {
+    let (remote, r, w, leftover) = connect(inner, &peer.address).await?;
     if remote.address != peer.address {
         return Err(format!("{} answered as {}", peer.address, remote.address));
     }

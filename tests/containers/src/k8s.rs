@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use tokio::time::Instant;
 
 use crate::docker::{Project, docker};
-use crate::{MEMBERS, PauseSampler, ShardMoveSampler, Suite, eventually, secs};
+use crate::{MEMBERS, Suite, eventually, secs};
 
 /// A StatefulSet pod's cluster address in the seeds variant (`CLUSTER_IP=$(POD_NAME).<set>`).
 fn address(pod: &str, port: u16) -> String {
@@ -230,13 +230,7 @@ impl Suite<'_> {
         println!(
             "==> rolling restart: kubectl rollout restart statefulset/trade-processor, under load"
         );
-        let mut traders = Vec::new();
-        for id in self.project.containers("traders").await? {
-            traders.push(format!("{}:8558", self.project.ip(&id).await?).parse()?);
-        }
-        let moves = ShardMoveSampler::start(traders);
-        let pauses = PauseSampler::start(self.stores().await?.clone());
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (moves, pauses) = self.start_samplers().await?;
         let mut uids = Vec::new();
         for pod in ["trade-processor-0", "trade-processor-1"] {
             let node = address(pod, 5055);

@@ -759,6 +759,19 @@ impl Suite<'_> {
         self.invariants("the rolling restart").await
     }
 
+    /// Starts counting shard moves (through the traders, which are not replaced) and book
+    /// pauses, and gives them a first sample before anything moves.
+    async fn start_samplers(&mut self) -> Result<(ShardMoveSampler, PauseSampler)> {
+        let mut traders = Vec::new();
+        for id in self.project.containers("traders").await? {
+            traders.push(format!("{}:8558", self.project.ip(&id).await?).parse()?);
+        }
+        let moves = ShardMoveSampler::start(traders);
+        let pauses = PauseSampler::start(self.stores().await?.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok((moves, pauses))
+    }
+
     /// A rolling update of the trade-processors to a new application version, as a
     /// StatefulSet does it: highest ordinal first, each container replaced (SIGTERM, a new
     /// container with `APP_VERSION` 0.1.1) and the next only once the new one is ready.
@@ -768,14 +781,7 @@ impl Suite<'_> {
         println!(
             "==> rolling update: trade-processors to app version {NEW_VERSION}, highest ordinal first"
         );
-        let mut traders = Vec::new();
-        for id in self.project.containers("traders").await? {
-            traders.push(format!("{}:8558", self.project.ip(&id).await?).parse()?);
-        }
-        let moves = ShardMoveSampler::start(traders);
-        let pauses = PauseSampler::start(self.stores().await?.clone());
-        // a first sample of every shard's home before anything moves
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (moves, pauses) = self.start_samplers().await?;
         let t0 = Instant::now();
         for service in ["trade-processor-1", "trade-processor-0"] {
             let node = address(service, 5055);
