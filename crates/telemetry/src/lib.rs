@@ -47,7 +47,8 @@
 //! - [`metrics`]: the meter provider and its Prometheus text exposition.
 //! - [`instruments`]: the instrument names (OpenTelemetry semantic conventions where one
 //!   exists) and cheap atomic handles for hot paths.
-//! - `testing` (feature `testing`): an in-process OTLP/HTTP collector for integration tests.
+//! - `testing` (feature `testing`): an in-process OTLP/HTTP collector for integration tests,
+//!   and `render_trace`, which draws a received trace as a tree (the `otlp-sink` example).
 
 #![warn(missing_docs)]
 

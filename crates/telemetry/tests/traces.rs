@@ -385,3 +385,100 @@ async fn an_unsampled_root_sends_its_decision_and_records_nothing() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(collector.spans().is_empty());
 }
+
+/// The number after `label` in a rendered line (`gap  31.207 ms` -> 31.207).
+fn number_after(line: &str, label: &str) -> Option<f64> {
+    let rest = &line[line.find(label)? + label.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_trace_renders_as_a_tree_with_nodes_durations_and_gaps() {
+    let collector = OtlpCollector::start().await.unwrap();
+    let on = SamplerConfig::ParentBasedAlwaysOn;
+    let traders = node(&collector, "traders", "traders-0", on);
+    let book = node(&collector, "trade-processor", "trade-processor-1", on);
+    let book_in = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let book_addr = book_in.local_addr().unwrap();
+
+    // The book takes the message 30 ms after it arrived (a mailbox, say), then spends 5 ms
+    // in its journal write.
+    let book_task = tokio::spawn(
+        async move {
+            let tp = receive_one(&book_in).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let handled = telemetry::MessageSpan::follow("orderBook.handle", "tp-1", tp.as_deref());
+            assert!(handled.is_recording());
+            let journal = handled.child("journal.write");
+            async { tokio::time::sleep(Duration::from_millis(5)).await }
+                .instrument(journal)
+                .instrument(handled.span().clone())
+                .await;
+        }
+        .with_subscriber(book.dispatch.clone()),
+    );
+    async {
+        let root = telemetry::MessageSpan::start("orderBook.place", "traders-node");
+        let tp = root.traceparent().map(str::to_owned);
+        drop(root);
+        send_one(book_addr, tp).await;
+    }
+    .with_subscriber(traders.dispatch.clone())
+    .await;
+    book_task.await.unwrap();
+    finish(vec![traders, book]).await;
+
+    let spans = collector.wait_for_spans(3, WAIT).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let text = telemetry::testing::render_trace(&spans);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let root = by_name(&spans, "orderBook.place");
+    assert!(
+        lines[0].starts_with(&format!("trace {}: 3 spans on 2 nodes, ", root.trace_id)),
+        "{text}"
+    );
+    // The root, on its node; the handling one level down, on another node, after a gap of at
+    // least the 30 ms it waited; the journal write under it, on the same node (not repeated),
+    // started while its parent ran (no gap).
+    assert!(lines[1].starts_with("  orderBook.place "), "{text}");
+    assert!(lines[1].contains("+0.000 ms"), "{text}");
+    assert!(lines[1].ends_with("  traders traders-node"), "{text}");
+    assert!(lines[2].starts_with("    orderBook.handle "), "{text}");
+    assert!(lines[2].ends_with("  trade-processor tp-1"), "{text}");
+    let gap = number_after(lines[2], "gap").expect("a gap after the root ended");
+    assert!((30.0..5_000.0).contains(&gap), "{text}");
+    assert!(lines[3].starts_with("      journal.write "), "{text}");
+    assert!(
+        lines[3].ends_with(" ms") && !lines[3].contains("gap"),
+        "{text}"
+    );
+    let took = |line: &str| {
+        line.split(" ms")
+            .nth(1)
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .expect("a duration")
+    };
+    assert!(took(lines[3]) >= 5.0, "{text}");
+    assert!(took(lines[2]) >= took(lines[3]), "{text}");
+
+    // Without its root, the handling starts a tree of its own, and says so.
+    let partial: Vec<ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.name != "orderBook.place")
+        .cloned()
+        .collect();
+    let text = telemetry::testing::render_trace(&partial);
+    assert!(
+        text.starts_with(&format!("trace {}: 2 spans on 1 nodes", root.trace_id)),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("  orderBook.handle ")
+                && l.ends_with(&format!("(parent {} not received)", root.span_id))),
+        "{text}"
+    );
+    assert_eq!(telemetry::testing::render_trace(&[]), "");
+}
