@@ -32,8 +32,7 @@
 #   IMAGE_TAG         the services' tag (default 0.1.0; the manifests expect 0.1.0)
 #   LOCAL_BASE_IMAGE  the tag of the local base (default akka-cqrs-rs/base:bookworm)
 #   CARGO_TARGET_DIR  where --from-host finds target/release (default: target)
-#   HOST_BUILD_PROFILE the cargo profile of --from-host (default release; the container tests
-#                     use `container`, the release optimisation without its link-time work)
+#   HOST_BUILD_PROFILE the cargo profile of --from-host (default release)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -30,8 +30,9 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 if [ "${SKIP_IMAGE_BUILD:-0}" != 1 ]; then
-  # the `container` profile: release optimisation, without the link-time work (Cargo.toml)
-  HOST_BUILD_PROFILE="${HOST_BUILD_PROFILE:-container}" scripts/build-images.sh --no-registry
+  # The users' build (release): the lessons' `scripts/build-images.sh --no-registry` then finds
+  # it done.
+  scripts/build-images.sh --no-registry
 fi
 # The suite itself is a debug build: it shares the test build's dependencies. The fake API
 # server is the Kubernetes harness's, for the discovery variant.

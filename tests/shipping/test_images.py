@@ -316,11 +316,11 @@ def test_from_host_builds_the_binaries_with_cargo_like_the_build_dockerfile(no_r
 
 
 def test_from_host_takes_another_profile_from_the_environment(tmp_path):
-    r, calls = run_build(tmp_path, "--no-registry", HOST_BUILD_PROFILE="container")
+    r, calls = run_build(tmp_path, "--no-registry", HOST_BUILD_PROFILE="dev")
     assert r.returncode == 0, r.stderr
     (cargo,) = of(calls, "cargo")
     argv = cargo["argv"]
-    assert argv[:3] == ["build", "--profile", "container"] and "--release" not in argv
+    assert argv[:3] == ["build", "--profile", "dev"] and "--release" not in argv
 
 
 def test_both_binaries_paths_give_the_runtime_the_same_binaries_image(produced, no_registry):
