@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's one test command (README "Test it"): formatting, lints, every test, then the
-# container fault suite (scripts/container-tests.sh, which needs a running Docker engine).
+# The project's one test command (README "Test it"): formatting, lints, every test, the
+# container fault suite (scripts/container-tests.sh, which needs a running Docker engine), then
+# every workshop lesson run as a reader would (scripts/check-lessons.sh).
 #
 # It installs nothing system-wide by itself except what a test needs and is missing
 # (see the sections below), so it works on a fresh machine and stays fast on a warm one.
@@ -53,3 +54,8 @@ fi
 # containers, faults injected and the journal checked from outside (tests/containers).
 echo "==> container fault suite"
 scripts/container-tests.sh
+
+# The workshop lessons (docs/lessons), every runnable command of each, output checked; after the
+# container suite, whose images lessons 2, 3 and 5 use.
+echo "==> workshop lessons"
+scripts/check-lessons.sh --parallel

@@ -1,6 +1,6 @@
 """Shared helpers of the shipping checks: where things are, and how to read them.
 
-Facts fixed by DESIGN.md and issue 7 live here once (service names, image names and tag, the
+Facts fixed by docs/architecture.md, k8s/README.md and issue 7 live here once (service names, image names and tag, the
 namespace), so every test checks the files against the same expectations.
 """
 

@@ -7,6 +7,7 @@ the cross-check itself reads the real crates/ and is marked `crates`: it runs wi
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -134,6 +135,31 @@ def test_every_variable_the_manifests_set_is_read_by_a_binary():
     assert not unread, "set in the manifests but read by no binary under crates/:\n" + "\n".join(
         f"  {name}: {', '.join(sorted(set(where))[:4])}" for name, where in sorted(unread.items())
     )
+
+
+def documented_variables() -> set[str]:
+    """The first column of every configuration table of docs/architecture.md (the tables after a
+    `<!-- config-table: ... -->` marker)."""
+    names: set[str] = set()
+    in_table = False
+    for line in (REPO / "docs" / "architecture.md").read_text().splitlines():
+        if line.startswith("<!-- config-table:"):
+            in_table = True
+        elif in_table and line.startswith("|"):
+            m = re.match(r"\|\s*`([A-Z][A-Z0-9_]*)`", line)
+            if m:
+                names.add(m.group(1))
+        elif in_table and line.strip():
+            in_table = False
+    return names
+
+
+@pytest.mark.crates
+def test_every_variable_a_binary_reads_is_documented():
+    """docs/architecture.md's configuration tables list every variable a binary reads; each
+    binary's Rust tests check the other direction and the defaults."""
+    undocumented = sorted(set(binary_reads(CRATES)) - documented_variables())
+    assert not undocumented, f"read by a binary but not in docs/architecture.md: {undocumented}"
 
 
 @pytest.mark.crates

@@ -1,4 +1,4 @@
-"""What the Kubernetes manifests must say, beyond schema validity (issue 7, DESIGN.md section 6).
+"""What the Kubernetes manifests must say, beyond schema validity (issue 7, k8s/README.md).
 
 Each test reads the manifests and checks one property for every resource it applies to, computing
 expected values from other manifests where they depend on each other (seed list from the

@@ -155,3 +155,13 @@ async fn shutdown_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_is_documented() {
+        lesson_check::config_table::assert_documented("pricing-web", &super::Cli::command());
+    }
+}

@@ -62,3 +62,13 @@ async fn run(cli: Cli, metrics: &Metrics) -> i32 {
     };
     service.run().await
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_is_documented() {
+        lesson_check::config_table::assert_documented("pricing", &super::Cli::command());
+    }
+}

@@ -2,44 +2,9 @@
 //! (a flag wins over its variable). Every value is checked at start; a wrong one is
 //! refused with a message that names the variable and the flag.
 //!
-//! | variable | flag | meaning | default |
-//! |---|---|---|---|
-//! | `ACTORSYSTEM` | `--system` | actor-system name | `AkkaTrader` |
-//! | `CLUSTER_IP` | `--host` | host other nodes reach this node at; `<getHostAddress>` = this host's first non-loopback IPv4, `<getHostName>` = its host name | `127.0.0.1` |
-//! | `CLUSTER_BIND_HOST` | `--bind-host` | interface to bind | the host if it is an IP, else `0.0.0.0` |
-//! | `CLUSTER_PORT` | `--port` | cluster port (0 = any free port) | per service |
-//! | `CLUSTER_SEEDS` | `--seeds` | comma list, `host:port` or `akka.tcp://Sys@host:port` | per service |
-//! | `CLUSTER_ROLES` | `--roles` | comma list | per service |
-//! | `CLUSTER_COOKIE` | `--cookie` | shared secret | a local-development cookie |
-//! | `CLUSTER_TLS_CERT` | `--tls-cert` | node certificate chain (PEM); with the next two, turns on mutual TLS | off |
-//! | `CLUSTER_TLS_KEY` | `--tls-key` | node private key (PEM) | |
-//! | `CLUSTER_TLS_CA` | `--tls-ca` | CA that signs every node certificate (PEM) | |
-//! | `CLUSTER_DISCOVERY` | `--discovery` | `seeds`, `dns` or `kubernetes` | `seeds` |
-//! | `CLUSTER_DISCOVERY_SERVICE` | `--discovery-service` | headless service name (dns) | |
-//! | `KUBERNETES_SERVICE_HOST` | `--kubernetes-service-host` | API server host (kubernetes; set by Kubernetes in every pod) | |
-//! | `KUBERNETES_SERVICE_PORT` | `--kubernetes-service-port` | API server port (https) | `443` |
-//! | `KUBERNETES_SERVICE_ACCOUNT_DIR` | `--service-account-dir` | folder with `ca.crt`, `token`, `namespace` | `/var/run/secrets/kubernetes.io/serviceaccount` |
-//! | `CLUSTER_DISCOVERY_LABEL_SELECTOR` | `--label-selector` | pod label selector (kubernetes) | |
-//! | `POD_NAMESPACE` | `--namespace` | pod namespace | the service account's `namespace` file |
-//! | `CLUSTER_DISCOVERY_PORT_NAME` | `--port-name` | container port name of the cluster port | the cluster port |
-//! | `CLUSTER_DISCOVERY_POD_SERVICE` | `--pod-service` | contact points as `<pod>.<service>` instead of the pod IP | pod IP |
-//! | `REQUIRED_CONTACT_POINT_NR` | `--required-contact-points` | contact points before forming | `2` |
-//! | `CLUSTER_MIN_NR_OF_MEMBERS` | `--min-nr-of-members` | members before any is moved Up | `1` |
-//! | `CLUSTER_ROLE_MIN_NR_OF_MEMBERS` | `--role-min-nr-of-members` | `role=n,role=n` | |
-//! | `CLUSTER_SBR_STRATEGY` | `--sbr-strategy` | `keep-majority`, `keep-oldest`, `down-all`, `static-quorum:N`, `off` | `keep-majority` |
-//! | `CLUSTER_SBR_STABLE_AFTER` | `--sbr-stable-after` | duration | `20s` |
-//! | `CLUSTER_HEARTBEAT_INTERVAL` | `--heartbeat-interval` | duration | `1s` |
-//! | `CLUSTER_ACCEPTABLE_HEARTBEAT_PAUSE` | `--acceptable-heartbeat-pause` | duration | `3s` |
-//! | `CLUSTER_PHI_THRESHOLD` | `--phi-threshold` | number | `8` |
-//! | `CLUSTER_GOSSIP_INTERVAL` | `--gossip-interval` | duration | `1s` |
-//! | `CLUSTER_SEED_NODE_TIMEOUT` | `--seed-node-timeout` | duration | `5s` |
-//! | `CLUSTER_JOIN_TIMEOUT` | `--join-timeout` | shutdown-after-unsuccessful-join: duration or `off` | `60s` |
-//! | `CLUSTER_EXITING_TIMEOUT` | `--exiting-timeout` | duration | `5s` |
-//! | `MANAGEMENT_HOST` | `--management-host` | management bind address | `127.0.0.1` |
-//! | `MANAGEMENT_PORT` | `--management-port` | management port (`0` = any, `off`) | `8558` |
-//! | `MANAGEMENT_TOKEN` | `--management-token` | bearer token for mutating routes | none (loopback only) |
-//! | `POD_NAME` | `--pod-name` | name logged with this node's address | |
-//! | `APP_VERSION` | `--app-version` | application version, shown per member; sharding prefers the newest during a rolling update | the crate version |
+//! Every variable, its flag and its default are listed once, in the configuration table of
+//! `docs/architecture.md`; `tests/config_table.rs` checks that table against [`NodeArgs`] and
+//! the defaults [`NodeArgs::resolve`] applies.
 //!
 //! Durations are written like `500ms`, `2s`, `1m` (a bare number is seconds).
 //!

@@ -3,7 +3,7 @@
 //! messages straight into the mailbox of a registered ractor actor.
 //!
 //! Why a transport of our own and not `ractor_cluster`: measured on the project's
-//! machines (DESIGN.md section 3), ractor_cluster 0.16.5 moves about 140,000 one-way
+//! machines (`docs/architecture.md`, "The runtime, module by module"), ractor_cluster 0.16.5 moves about 140,000 one-way
 //! msg/s with no backpressure (the sender grew to 455 MB queuing 1M casts) and about 8
 //! mailbox hops per message, while one tokio connection with batched writes moves more
 //! than 1,000,000 msg/s with bounded memory. This module is that connection.

@@ -231,3 +231,13 @@ async fn run_bench(sandbox: &Sandbox, secs: Duration) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_is_documented() {
+        lesson_check::config_table::assert_documented("sandbox", &super::Cli::command());
+    }
+}
