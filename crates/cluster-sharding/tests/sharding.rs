@@ -248,7 +248,23 @@ async fn graceful_leave_under_load_applies_every_command_exactly_once() {
         let ids = journal_ids(&fx.journal, &format!("counter-{e}")).await;
         let distinct: BTreeSet<u64> = ids.iter().copied().collect();
         assert_eq!(distinct.len(), ids.len(), "{e}: a command applied twice");
-        assert_eq!(ids.len(), 101, "{e}: {} commands", ids.len());
+        let expected: BTreeSet<u64> = cmds
+            .iter()
+            .filter(|(x, _)| x == e)
+            .map(|(_, i)| *i)
+            .chain(warm.iter().filter(|(x, _)| x == e).map(|(_, i)| *i))
+            .collect();
+        let missing: Vec<&u64> = expected.difference(&distinct).collect();
+        assert_eq!(
+            ids.len(),
+            101,
+            "{e}: {} commands; missing {missing:?}; rejected writes {}",
+            ids.len(),
+            fx.shared
+                .iter()
+                .map(|sh| sh.rejected_writes.load(Ordering::Relaxed))
+                .sum::<u64>()
+        );
         assert_eq!(rep.counts[&format!("counter-{e}")], 101);
         all.extend(distinct.into_iter().filter(|i| *i < 1_000_000));
     }

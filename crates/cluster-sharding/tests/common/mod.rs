@@ -334,6 +334,9 @@ pub async fn send_until_acked(
                 .unwrap();
         }
         match tokio::time::timeout(Duration::from_millis(20), acks.recv()).await {
+            // A late duplicate ack of an earlier call's command (a re-send applied
+            // twice is acknowledged twice) is not one of these commands.
+            Ok(Some(a)) if !by_id.contains_key(&a.id) => {}
             Ok(Some(a)) => {
                 if let Some((first, _)) = outstanding.remove(&a.id) {
                     rep.max_latency = rep.max_latency.max(first.elapsed());
