@@ -4,13 +4,21 @@
 //! messages to send ([`Out`]), which the coordinator actor puts on the wire.
 //!
 //! State is not persisted; a coordinator rebuilds it from the regions. On start it is
-//! *recovering*: regions register with the shards they host, and nothing is allocated
-//! until every member with the role that is Joining, Up or Leaving has registered (or
-//! is Down/Removed). So a shard that some live region still hosts is always known
-//! before anything could be allocated twice. A shard is allocated to a region only by
-//! a `HostShard` after the shard was unallocated, and a shard leaves its home only via
-//! the hand-off (the home stops its entities and reports `ShardStopped`) or because
-//! the home's member was downed/removed.
+//! *recovering*: regions register with the shards they host (those still stopping for a
+//! hand-off included), and nothing is allocated until every member with the role that
+//! is Joining, Up, Leaving or Exiting has registered (or is Down/Removed). So a shard
+//! that some live region still hosts is always known before anything could be
+//! allocated twice. A shard is allocated to a region only by a `HostShard` after the
+//! shard was unallocated, and a shard leaves its home only via the hand-off (the home
+//! stops its entities and reports `ShardStopped`) or because the home's member was
+//! downed/removed.
+//!
+//! A region is known by its node's address *and* the uid of that node's incarnation. A
+//! registration is accepted only from an incarnation that is a live member in the
+//! coordinator's view, and a region whose incarnation is Down, Removed or replaced by a
+//! newer one at the same address is gone: its shards are re-allocated before the new
+//! incarnation's registration is taken. So a node restarted at the same address never
+//! inherits, or is sent, what the coordinator meant for its predecessor.
 //!
 //! Hand-off: `BeginHandOff` to every registered region (they stop routing and buffer),
 //! once all acknowledged `HandOff` to the home, which stops the entities and answers
@@ -23,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use runtime::{AppVersion, NodeAddress};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::hash::ShardId;
 use crate::membership::{MemberStatus, Membership};
@@ -50,6 +58,8 @@ pub struct AllocationSettings {
 
 #[derive(Debug, Default)]
 struct RegionEntry {
+    /// The uid of the registered incarnation of the region's node.
+    uid: u64,
     proxy: bool,
     leaving: bool,
     shards: BTreeSet<ShardId>,
@@ -118,9 +128,22 @@ impl CoordinatorState {
         self.members
             .members
             .iter()
-            .filter(|m| m.status < MemberStatus::Exiting && !self.regions.contains_key(&m.address))
+            .filter(|m| m.status < MemberStatus::Exiting && !self.registered(&m.address, m.uid))
             .map(|m| m.address.clone())
             .collect()
+    }
+
+    /// Whether the region of incarnation `uid` at `address` has registered.
+    fn registered(&self, address: &NodeAddress, uid: u64) -> bool {
+        self.regions.get(address).is_some_and(|r| r.uid == uid)
+    }
+
+    /// Whether the registered region at `address` is still a live member: the same
+    /// incarnation, not Down or Removed.
+    fn region_alive(&self, address: &NodeAddress) -> bool {
+        self.regions
+            .get(address)
+            .is_some_and(|r| self.members.is_incarnation_alive(address, r.uid))
     }
 
     /// Shards in hand-off now.
@@ -129,11 +152,14 @@ impl CoordinatorState {
     }
 
     fn eligible(&self, a: &NodeAddress) -> bool {
-        self.regions.get(a).is_some_and(|r| !r.proxy && !r.leaving)
-            && self
-                .members
-                .member(a)
-                .is_some_and(|m| m.status == MemberStatus::Up)
+        self.regions.get(a).is_some_and(|r| {
+            !r.proxy
+                && !r.leaving
+                && self
+                    .members
+                    .incarnation(a, r.uid)
+                    .is_some_and(|m| m.status == MemberStatus::Up)
+        })
     }
 
     fn load(&self, a: &NodeAddress) -> usize {
@@ -165,7 +191,7 @@ impl CoordinatorState {
     fn broadcast(&self, msg: RegionWire<()>) -> Vec<Out> {
         self.regions
             .keys()
-            .filter(|a| self.members.is_alive(a))
+            .filter(|a| self.region_alive(a))
             .map(|a| Out(a.clone(), msg.clone()))
             .collect()
     }
@@ -189,12 +215,16 @@ impl CoordinatorState {
 
     fn check_active(&mut self, now: Instant) -> Vec<Out> {
         if !self.active {
+            // Exiting members too: their regions run until the node terminates, and may
+            // still be stopping entities of a hand-off that a previous coordinator began.
             let role = self.cfg.role.as_deref();
             let missing: Vec<&NodeAddress> = self
                 .members
-                .active_with_role(role)
+                .members
+                .iter()
+                .filter(|m| m.has_role(role) && m.status <= MemberStatus::Exiting)
+                .filter(|m| !self.registered(&m.address, m.uid))
                 .map(|m| &m.address)
-                .filter(|a| !self.regions.contains_key(*a))
                 .collect();
             if !missing.is_empty() {
                 return Vec::new();
@@ -221,14 +251,14 @@ impl CoordinatorState {
         out
     }
 
-    /// A new membership view: regions of Down/Removed members are dropped and their
-    /// shards re-allocated.
+    /// A new membership view: regions of Down/Removed (or replaced) incarnations are
+    /// dropped and their shards re-allocated.
     pub fn on_members(&mut self, members: Membership, now: Instant) -> Vec<Out> {
         self.members = members;
         let gone: Vec<NodeAddress> = self
             .regions
             .keys()
-            .filter(|a| !self.members.is_alive(a))
+            .filter(|a| !self.region_alive(a))
             .cloned()
             .collect();
         let mut out = Vec::new();
@@ -291,7 +321,7 @@ impl CoordinatorState {
         let pending: BTreeSet<NodeAddress> = self
             .regions
             .keys()
-            .filter(|a| self.members.is_alive(a))
+            .filter(|a| self.region_alive(a))
             .cloned()
             .collect();
         self.handoffs.insert(
@@ -347,13 +377,26 @@ impl CoordinatorState {
         match msg {
             CoordinatorWire::Register {
                 region,
+                uid,
                 proxy,
                 leaving,
                 shards,
             } => {
+                if !self.members.is_incarnation_alive(&region, uid) {
+                    // Not a member in this view yet (or no longer): it registers again on
+                    // its next tick. A region is trusted only as a member, so that its
+                    // node's predecessor is gone from the view before it is taken.
+                    debug!(region = %region, uid, "registration of a region that is not a live member; ignored");
+                    return Vec::new();
+                }
                 let mut out = Vec::new();
+                if self.regions.get(&region).is_some_and(|r| r.uid != uid) {
+                    info!(region = %region, "a new incarnation of a region's node registers; its predecessor is gone");
+                    out.extend(self.region_gone(&region, now));
+                }
                 {
                     let e = self.regions.entry(region.clone()).or_default();
+                    e.uid = uid;
                     e.proxy = proxy;
                     e.leaving |= leaving;
                 }
@@ -463,7 +506,11 @@ impl CoordinatorState {
                 Vec::new()
             }
             CoordinatorWire::GracefulShutdown { region } => {
-                self.regions.entry(region.clone()).or_default().leaving = true;
+                let Some(entry) = self.regions.get_mut(&region) else {
+                    // Not registered here: it registers (with `leaving`) and asks again.
+                    return Vec::new();
+                };
+                entry.leaving = true;
                 let shards: Vec<ShardId> = self.regions[&region]
                     .shards
                     .iter()
@@ -604,6 +651,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (p, st))| MemberView {
                     address: addr(*p),
+                    uid: u64::from(*p),
                     status: *st,
                     roles: ["r".to_string()].into(),
                     up_number: i as u64 + 1,
@@ -627,6 +675,7 @@ mod tests {
         c.on_wire(
             CoordinatorWire::Register {
                 region: addr(p),
+                uid: u64::from(p),
                 proxy: false,
                 leaving: false,
                 shards: vec![],
@@ -684,6 +733,158 @@ mod tests {
         }
     }
 
+    fn register_uid(
+        c: &mut CoordinatorState,
+        p: u16,
+        uid: u64,
+        shards: Vec<ShardId>,
+        now: Instant,
+    ) -> Vec<Out> {
+        c.on_wire(
+            CoordinatorWire::Register {
+                region: addr(p),
+                uid,
+                proxy: false,
+                leaving: false,
+                shards: shards.into_iter().map(|s| (s, vec![])).collect(),
+            },
+            now,
+        )
+    }
+
+    /// Port 1 restarted: its old incarnation (uid 1) Down, the new one (uid 11) `status`.
+    fn restarted(status: MemberStatus) -> Membership {
+        let mut m = members(&[(1, MemberStatus::Down), (2, MemberStatus::Up)]);
+        let mut new = m.members[0].clone();
+        new.uid = 11;
+        new.status = status;
+        new.up_number = if status == MemberStatus::Up { 3 } else { 0 };
+        m.members.push(new);
+        m
+    }
+
+    #[test]
+    fn a_registration_from_an_incarnation_that_is_not_a_member_is_ignored() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(
+            cfg(3),
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Up)]),
+        );
+        // A node at port 1 with another uid: not the member the view lists.
+        assert!(register_uid(&mut c, 1, 99, vec![], now).is_empty());
+        assert_eq!(c.unregistered_members(), vec![addr(1), addr(2)]);
+        register(&mut c, 1, now);
+        register(&mut c, 2, now);
+        assert!(c.is_active());
+    }
+
+    #[test]
+    fn a_restarted_node_never_inherits_its_predecessors_shards() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(
+            cfg(3),
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Up)]),
+        );
+        register(&mut c, 1, now);
+        register(&mut c, 2, now);
+        for s in 0..6 {
+            let o = c.on_wire(
+                CoordinatorWire::GetShardHome {
+                    region: addr(2),
+                    shard: s,
+                },
+                now,
+            );
+            run_regions(&mut c, o, now);
+        }
+        let on_1: Vec<ShardId> = c
+            .homes()
+            .iter()
+            .filter(|(_, h)| **h == addr(1))
+            .map(|(s, _)| *s)
+            .collect();
+        assert!(!on_1.is_empty());
+        // The new incarnation registers before the coordinator saw it join: ignored, and
+        // nothing is sent to port 1 meanwhile.
+        assert!(register_uid(&mut c, 1, 11, vec![], now).is_empty());
+        // The view: old Down, new Joining. The old region's shards go to port 2 (the only
+        // Up region), never to the address of the new incarnation.
+        let mut hosted = Vec::new();
+        let o = c.on_members(restarted(MemberStatus::Joining), now);
+        run_recording(&mut c, o, now, &mut hosted);
+        assert_eq!(hosted.len(), on_1.len());
+        assert!(hosted.iter().all(|(_, a)| *a == addr(2)), "{hosted:?}");
+        assert!(c.homes().values().all(|h| *h == addr(2)));
+        // Now the new incarnation registers; Up, it takes shards by rebalancing only.
+        let o = register_uid(&mut c, 1, 11, vec![], now);
+        assert!(matches!(&o[..], [Out(a, RegionWire::RegisterAck { .. })] if *a == addr(1)));
+        let o = c.on_members(restarted(MemberStatus::Up), now);
+        assert!(o.is_empty(), "{o:?}");
+    }
+
+    #[test]
+    fn a_predecessor_removed_unseen_loses_its_shards_before_its_successor_registers() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(
+            cfg(3),
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Up)]),
+        );
+        register_uid(&mut c, 1, 1, vec![0, 1], now);
+        register(&mut c, 2, now);
+        // The coordinator's next view lists only the new incarnation (the old one was
+        // removed before this coordinator saw it Down): the address is still a member,
+        // but the registered incarnation is not, so its shards move.
+        let mut m = restarted(MemberStatus::Joining);
+        m.members.remove(0);
+        let o = c.on_members(m, now);
+        let hosts: Vec<&Out> = o
+            .iter()
+            .filter(|Out(_, m)| matches!(m, RegionWire::HostShard { .. }))
+            .collect();
+        assert_eq!(hosts.len(), 2);
+        assert!(hosts.iter().all(|Out(a, _)| *a == addr(2)));
+        let o = register_uid(&mut c, 1, 11, vec![], now);
+        assert!(matches!(&o[..], [Out(_, RegionWire::RegisterAck { homes })] if homes.is_empty()));
+    }
+
+    #[test]
+    fn a_recovering_coordinator_waits_for_exiting_regions() {
+        let now = Instant::now();
+        let mut c = CoordinatorState::new(
+            cfg(3),
+            members(&[(1, MemberStatus::Up), (2, MemberStatus::Exiting)]),
+        );
+        register(&mut c, 1, now);
+        assert!(
+            !c.is_active(),
+            "an Exiting region may still be stopping entities"
+        );
+        // It reports a shard it is still stopping: known, so never allocated elsewhere.
+        register_uid(&mut c, 2, 2, vec![5], now);
+        assert!(c.is_active());
+        assert_eq!(c.homes().get(&5), Some(&addr(2)));
+        let o = c.on_wire(
+            CoordinatorWire::GetShardHome {
+                region: addr(1),
+                shard: 5,
+            },
+            now,
+        );
+        assert!(matches!(&o[..], [Out(_, RegionWire::ShardHome { home, .. })] if *home == addr(2)));
+        // Its ShardStopped frees it; only then is it allocated to port 1.
+        let o = c.on_wire(
+            CoordinatorWire::ShardStopped {
+                region: addr(2),
+                shard: 5,
+                entities: vec![],
+            },
+            now,
+        );
+        assert!(
+            matches!(&o[..], [Out(a, RegionWire::HostShard { shard: 5, .. })] if *a == addr(1))
+        );
+    }
+
     #[test]
     fn recovering_coordinator_allocates_nothing_until_all_regions_registered() {
         let now = Instant::now();
@@ -707,6 +908,7 @@ mod tests {
         c.on_wire(
             CoordinatorWire::Register {
                 region: addr(2),
+                uid: 2,
                 proxy: false,
                 leaving: false,
                 shards: vec![(0, vec![])],
@@ -740,6 +942,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (p, v))| MemberView {
                     address: addr(*p),
+                    uid: u64::from(*p),
                     status: MemberStatus::Up,
                     roles: ["r".to_string()].into(),
                     up_number: i as u64 + 1,
@@ -1013,6 +1216,7 @@ mod tests {
         c.on_wire(
             CoordinatorWire::Register {
                 region: addr(1),
+                uid: 1,
                 proxy: false,
                 leaving: false,
                 shards: vec![(4, vec![])],

@@ -3,6 +3,12 @@
 //! coordinator runs). Regions and the coordinator read it from a
 //! `tokio::sync::watch` channel, so the source can be the runtime's membership daemon
 //! or, in tests, a driver of its own.
+//!
+//! A node restarted at the same address is a new *incarnation* with a new uid. For a
+//! while both can be in the view (the old one Down, the new one Joining): lookups by
+//! address ([`Membership::member`]) give the live incarnation, and
+//! [`Membership::incarnation`] tells whether one particular incarnation is still a
+//! member, which is what the coordinator checks before it trusts a region.
 
 use std::collections::BTreeSet;
 
@@ -30,6 +36,8 @@ pub enum MemberStatus {
 pub struct MemberView {
     /// Its address.
     pub address: NodeAddress,
+    /// The uid of this incarnation (a restart at the same address gets a new one).
+    pub uid: u64,
     /// Its status.
     pub status: MemberStatus,
     /// Its roles.
@@ -55,9 +63,34 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// The member at `address`, if any.
+    /// The member at `address`, if any: while an old incarnation (Down) and its
+    /// successor are both listed, the one furthest from removal, the successor.
     pub fn member(&self, address: &NodeAddress) -> Option<&MemberView> {
-        self.members.iter().find(|m| &m.address == address)
+        self.members
+            .iter()
+            .filter(|m| &m.address == address)
+            .min_by_key(|m| m.status)
+    }
+
+    /// The incarnation `uid` at `address`, if it is (still) listed.
+    pub fn incarnation(&self, address: &NodeAddress, uid: u64) -> Option<&MemberView> {
+        self.members
+            .iter()
+            .find(|m| &m.address == address && m.uid == uid)
+    }
+
+    /// Whether the incarnation `uid` at `address` is a member that is not Down or Removed.
+    pub fn is_incarnation_alive(&self, address: &NodeAddress, uid: u64) -> bool {
+        self.incarnation(address, uid)
+            .is_some_and(|m| m.status < MemberStatus::Down)
+    }
+
+    /// Whether another incarnation than `uid` is still listed at `address`: a restarted
+    /// node's predecessor that is not removed yet.
+    pub fn has_predecessor(&self, address: &NodeAddress, uid: u64) -> bool {
+        self.members
+            .iter()
+            .any(|m| &m.address == address && m.uid != uid)
     }
 
     /// The node that runs the coordinator of a type with `role`: the oldest Up member
@@ -101,6 +134,7 @@ mod tests {
     fn m(port: u16, status: MemberStatus, up: u64, roles: &[&str]) -> MemberView {
         MemberView {
             address: NodeAddress::new("S", "127.0.0.1", port),
+            uid: u64::from(port),
             status,
             roles: roles.iter().map(|r| r.to_string()).collect(),
             up_number: up,
@@ -129,5 +163,27 @@ mod tests {
         assert_eq!(active, vec![2, 3, 4, 5]);
         assert!(ms.is_alive(&NodeAddress::new("S", "127.0.0.1", 2)));
         assert!(!ms.is_alive(&NodeAddress::new("S", "127.0.0.1", 9)));
+    }
+
+    #[test]
+    fn a_restarted_node_is_told_apart_from_its_predecessor() {
+        let a = NodeAddress::new("S", "127.0.0.1", 1);
+        let mut old = m(1, MemberStatus::Down, 1, &["books"]);
+        old.uid = 7;
+        let mut new = m(1, MemberStatus::Joining, 0, &["books"]);
+        new.uid = 8;
+        let ms = Membership {
+            members: vec![old, new],
+        };
+        assert_eq!(ms.member(&a).unwrap().uid, 8);
+        assert!(ms.is_alive(&a));
+        assert!(!ms.is_incarnation_alive(&a, 7));
+        assert!(ms.is_incarnation_alive(&a, 8));
+        assert!(ms.has_predecessor(&a, 8));
+        let ms = Membership {
+            members: vec![m(1, MemberStatus::Up, 1, &["books"])],
+        };
+        assert!(!ms.has_predecessor(&a, 1));
+        assert!(ms.has_predecessor(&a, 2));
     }
 }

@@ -38,6 +38,7 @@ fn convert(s: &runtime::cluster::ClusterSnapshot) -> Membership {
             };
             Some(MemberView {
                 address,
+                uid: m.uid,
                 status,
                 roles: m.roles.clone(),
                 up_number: m.up_number,

@@ -19,15 +19,20 @@ use crate::stats::RegionState;
 /// Messages to the coordinator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoordinatorWire {
-    /// A region announces itself and what it hosts; re-sent until acknowledged.
+    /// A region announces itself and what it hosts; re-sent until acknowledged. The
+    /// coordinator accepts it only from an incarnation that is a live member in its view.
     Register {
         /// The region's node.
         region: NodeAddress,
+        /// The uid of the region's incarnation of that node.
+        uid: u64,
         /// A proxy hosts nothing; it only routes.
         proxy: bool,
         /// The region is handing off for a graceful leave: allocate nothing to it.
         leaving: bool,
-        /// Shards it hosts, each with the entity ids to remember.
+        /// Shards it hosts, each with the entity ids to remember; including shards whose
+        /// entities are still stopping for a hand-off (their `ShardStopped` follows), so
+        /// that a new coordinator never allocates a shard whose entities still run.
         shards: Vec<(ShardId, Vec<String>)>,
     },
     /// Where does `shard` live? Answered with `ShardHome` (allocating it if needed).

@@ -37,9 +37,13 @@
 //!   message already on its way to the old home is forwarded from there after the move
 //!   and may arrive after later messages that went straight to the new home.
 //! - A shard is never hosted by two regions: the coordinator allocates only
-//!   unallocated shards (see [`crate::allocation`]), a region hosts only what a
-//!   coordinator it currently recognises told it to, and it reports what it hosts when
-//!   it registers. Unreachable members are not treated as gone until they are downed.
+//!   unallocated shards (see [`crate::allocation`]); a region starts a shard only on a
+//!   `HostShard` from the coordinator it registered with (never because a `ShardHome`
+//!   names its own address: that may have meant a predecessor at the same address);
+//!   it reports what it hosts, shards still stopping included, when it registers; and
+//!   a node restarted at the same address registers only once its predecessor is gone
+//!   from membership, so until then its region hosts nothing. Unreachable members are
+//!   not treated as gone until they are downed.
 //! - Remember-entities keeps the ids in the coordinator (reported by the regions as
 //!   entities start, and again when a region registers); ids of entities whose node and
 //!   coordinator were lost together are not restarted until their next message.
@@ -232,6 +236,8 @@ pub struct Region<M> {
     spawner: Option<Spawner<M>>,
     remoting: Remoting,
     me: NodeAddress,
+    /// The uid of this node's incarnation.
+    uid: u64,
     members: Membership,
     coordinator: Option<NodeAddress>,
     prev_coordinator: Option<NodeAddress>,
@@ -396,10 +402,19 @@ where
         if self.coordinator.is_none() {
             return;
         }
+        if self.members.has_predecessor(&self.me, self.uid) {
+            // A previous incarnation of this node is still listed (Down, not removed):
+            // the coordinator may still count shards as its. Host nothing until it is
+            // gone; the next membership change or tick registers.
+            debug!(type_name = %self.type_name, "waiting for this node's previous incarnation to be removed before registering");
+            return;
+        }
+        // Shards still stopping for a hand-off are reported too: their entities run until
+        // `ShardStopped`, so a coordinator that does not know of the hand-off (a new one)
+        // must not allocate them elsewhere meanwhile.
         let shards = self
             .shards
             .iter()
-            .filter(|(_, sh)| !sh.stopping)
             .map(|(s, sh)| {
                 let ids = if self.s.remember_entities {
                     sh.entities.keys().cloned().collect()
@@ -411,6 +426,7 @@ where
             .collect();
         self.send_coordinator(CoordinatorWire::Register {
             region: self.me.clone(),
+            uid: self.uid,
             proxy: self.spawner.is_none(),
             leaving: self.shutdown.is_some(),
             shards,
@@ -548,6 +564,7 @@ where
         };
         let me = myself.clone();
         let sup = myself.get_cell();
+        debug!(type_name = %self.type_name, shard, entity_id, "starting entity");
         tokio::spawn(async move {
             let result = spawner(ctx, sup).await.map_err(|e| e.to_string());
             let started = result.as_ref().ok().cloned();
@@ -811,13 +828,33 @@ where
                     .await;
                 }
             }
+            RegionWire::HostShard { .. } if !self.registered => {
+                // Sent before this region registered: meant for a predecessor at this
+                // address, or re-sent by the coordinator once this region is known.
+                debug!(node = %self.me, "HostShard before registration; ignored");
+            }
             RegionWire::HostShard { shard, entities } => {
                 self.host_shard(myself, shard, entities).await
             }
             RegionWire::ShardHome { shard, home } => {
                 debug!(node = %self.me, shard, home = %home, moving = self.handing_off.contains_key(&shard), "shard home");
                 if home == self.me && !self.shards.contains_key(&shard) {
-                    self.host_shard(myself, shard, Vec::new()).await;
+                    // The coordinator counts a shard here that this region does not host
+                    // (its `ShardStopped` was lost, or the home meant a predecessor at
+                    // this address). Hosting it now could host it twice; say it is not
+                    // here, so the coordinator allocates it with a `HostShard`.
+                    if self.registered {
+                        warn!(
+                            shard,
+                            "the coordinator names this region the home of a shard it does not host; reporting it stopped"
+                        );
+                        self.send_coordinator(CoordinatorWire::ShardStopped {
+                            region: self.me.clone(),
+                            shard,
+                            entities: Vec::new(),
+                        })
+                        .await;
+                    }
                     return;
                 }
                 if home != self.me
@@ -1036,6 +1073,7 @@ where
         failed: bool,
     ) -> Option<ShardId> {
         let (shard, entity_id) = self.by_actor.remove(&id)?;
+        debug!(type_name = %self.type_name, shard, entity_id, failed, "entity stopped");
         let sh = self.shards.get_mut(&shard)?;
         let slot = sh.entities.remove(&entity_id);
         if sh.stopping {
@@ -1128,6 +1166,7 @@ where
     ) -> Result<Self::State, ActorProcessingErr> {
         let s = args.settings;
         let me = args.remoting.self_address().address.clone();
+        let uid = args.remoting.self_address().uid;
         args.remoting
             .register_with(&s.region_name(), myself.clone(), |inb| {
                 let trace = inb.trace_context.map(Into::into);
@@ -1171,6 +1210,7 @@ where
             spawner: args.spawner,
             remoting: args.remoting,
             me,
+            uid,
             members: Membership::default(),
             coordinator: None,
             prev_coordinator: None,

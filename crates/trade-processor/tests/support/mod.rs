@@ -27,6 +27,8 @@ use runtime::membership::MemberStatus;
 use runtime::node::Node;
 use runtime::sbr::SbrConfig;
 use runtime::{NodeAddress, NodeConfig};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trade-processor");
@@ -103,7 +105,8 @@ pub fn with_database(uri: &str, db: &str) -> String {
 }
 
 /// A trade-processor process, killed (SIGKILL) when dropped. It keeps its ports across
-/// restarts, as a StatefulSet pod keeps its address; its stderr goes to a log file.
+/// restarts, as a StatefulSet pod keeps its address; its stderr (JSON lines) goes to a log
+/// file, each start after a `---- start #N ----` line.
 pub struct TradeProcessor {
     name: String,
     child: Option<Child>,
@@ -113,13 +116,46 @@ pub struct TradeProcessor {
     seed: NodeAddress,
     backend: Backend,
     log: PathBuf,
+    log_filter: String,
     /// How many times it was started.
     pub starts: u32,
+    /// When each killed or terminated start was gone (reaped), in start order.
+    killed_at: Vec<OffsetDateTime>,
+}
+
+/// One incarnation of a trade-processor hosting one entity: from its region's `starting
+/// entity` to its `entity stopped`, or to the end of the incarnation (`to` is `None` while
+/// it still runs).
+#[derive(Clone, Debug)]
+pub struct Hosting {
+    pub process: String,
+    pub start: u32,
+    pub entity_id: String,
+    pub from: OffsetDateTime,
+    pub to: Option<OffsetDateTime>,
+}
+
+impl Hosting {
+    /// Whether two hostings by different incarnations overlap in time.
+    pub fn overlaps(&self, other: &Hosting) -> bool {
+        let ends_before = |a: &Hosting, b: &Hosting| a.to.is_some_and(|t| t <= b.from);
+        (self.process != other.process || self.start != other.start)
+            && self.entity_id == other.entity_id
+            && !ends_before(self, other)
+            && !ends_before(other, self)
+    }
 }
 
 impl TradeProcessor {
-    /// Starts `trade-processor` joining through `seed`, on `backend`, logging to `log_dir`.
-    pub fn start(name: &str, seed: &NodeAddress, backend: &Backend, log_dir: &Path) -> Self {
+    /// Starts `trade-processor` joining through `seed`, on `backend`, logging to `log_dir`
+    /// with `log_filter` (a `RUST_LOG` value).
+    pub fn start(
+        name: &str,
+        seed: &NodeAddress,
+        backend: &Backend,
+        log_dir: &Path,
+        log_filter: &str,
+    ) -> Self {
         let mut p = TradeProcessor {
             name: name.to_string(),
             child: None,
@@ -128,7 +164,9 @@ impl TradeProcessor {
             seed: seed.clone(),
             backend: backend.clone(),
             log: log_dir.join(format!("{name}.log")),
+            log_filter: log_filter.to_string(),
             starts: 0,
+            killed_at: Vec::new(),
         };
         p.spawn();
         p
@@ -157,11 +195,8 @@ impl TradeProcessor {
             .args(["--port", &self.port.to_string()])
             .args(["--management-port", &self.mgmt.to_string()])
             .args(["--seeds", &format!("127.0.0.1:{}", self.seed.port)])
-            // The test's RUST_LOG (default: warnings) goes to the children too.
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", &self.log_filter)
+            .env("LOG_FORMAT", "json")
             .env("CLUSTER_GOSSIP_INTERVAL", "200ms")
             .env("CLUSTER_SEED_NODE_TIMEOUT", "1s")
             .env("CLUSTER_SBR_STABLE_AFTER", "3s")
@@ -186,7 +221,113 @@ impl TradeProcessor {
         if let Some(mut c) = self.child.take() {
             c.kill().expect("SIGKILL");
             c.wait().expect("reap the killed process");
+            self.killed_at.push(OffsetDateTime::now_utc());
         }
+    }
+
+    /// SIGTERM (a graceful leave: hand-off, leave, exit), and waits up to `secs` for the
+    /// process to exit; returns its exit status.
+    pub fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
+        let c = self.child.as_mut().expect("running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait for the process") {
+                self.child = None;
+                self.killed_at.push(OffsetDateTime::now_utc());
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not exit within {secs} s of SIGTERM\n{}",
+                self.name,
+                self.log_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The log lines (of every start) that report a journal write the store rejected: a
+    /// sign that two incarnations of an entity wrote at once.
+    pub fn rejected_writes(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("write rejected"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every entity each start of this process hosted, from the region's debug lines
+    /// (`cluster_sharding::region=debug` in the log filter); a killed start's hostings end
+    /// when it was killed.
+    pub fn hostings(&self) -> Vec<Hosting> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut done = Vec::new();
+        let mut open: HashMap<String, Hosting> = HashMap::new();
+        let mut start = 0;
+        let close_all =
+            |open: &mut HashMap<String, Hosting>, start: u32, done: &mut Vec<Hosting>| {
+                let end = (start as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.killed_at.get(i));
+                for (_, mut h) in open.drain() {
+                    h.to = end.copied();
+                    done.push(h);
+                }
+            };
+        for line in text.lines() {
+            if let Some(n) = line
+                .strip_prefix("---- start #")
+                .and_then(|r| r.strip_suffix(" ----"))
+            {
+                close_all(&mut open, start, &mut done);
+                start = n.parse().expect("start number");
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let (Some(msg), Some(id), Some(at)) = (
+                v["fields"]["message"].as_str().or(v["message"].as_str()),
+                v["fields"]["entity_id"]
+                    .as_str()
+                    .or(v["entity_id"].as_str()),
+                v["timestamp"].as_str(),
+            ) else {
+                continue;
+            };
+            let at = OffsetDateTime::parse(at, &Rfc3339).expect("an RFC 3339 timestamp");
+            match msg {
+                "starting entity" => {
+                    let h = Hosting {
+                        process: self.name.clone(),
+                        start,
+                        entity_id: id.to_string(),
+                        from: at,
+                        to: None,
+                    };
+                    if let Some(mut prev) = open.insert(id.to_string(), h) {
+                        // Restarted by the same region (after a failure): the first ended.
+                        prev.to = Some(at);
+                        done.push(prev);
+                    }
+                }
+                "entity stopped" => {
+                    if let Some(mut h) = open.remove(id) {
+                        h.to = Some(at);
+                        done.push(h);
+                    }
+                }
+                _ => {}
+            }
+        }
+        close_all(&mut open, start, &mut done);
+        done
     }
 
     /// Starts it again at the same address on the same data.
@@ -243,6 +384,8 @@ pub struct Setup {
     pub backend: Backend,
     pub tickers: Vec<Ticker>,
     pub orders_per_second: u32,
+    /// `RUST_LOG` of the trade-processor processes (default: the test's, else warnings).
+    pub child_log_filter: Option<String>,
 }
 
 /// The cluster: two trade-processor processes, and in this process the seed, pricing and
@@ -270,7 +413,7 @@ impl Cluster {
         // second test in the same process keeps the first one's subscriber.
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
         let _ = telemetry::TelemetryBuilder::new("trade-processor-tests")
-            .log_filter(filter)
+            .log_filter(filter.clone())
             .install();
         let stores = Stores::open(&setup.backend.store_config())
             .await
@@ -287,6 +430,10 @@ impl Cluster {
             .prefix("trade-processor-logs")
             .tempdir()
             .unwrap();
+        let child_log = setup
+            .child_log_filter
+            .clone()
+            .unwrap_or_else(|| filter.clone());
         let processes: Vec<TradeProcessor> = (1..=2)
             .map(|i| {
                 TradeProcessor::start(
@@ -294,6 +441,7 @@ impl Cluster {
                     &seeds[0],
                     &setup.backend,
                     logs.path(),
+                    &child_log,
                 )
             })
             .collect();
@@ -370,6 +518,19 @@ impl Cluster {
     /// `old`, and the seed's view has converged with every member Up.
     pub async fn wait_trade_processors_up(&mut self, old: &HashSet<u64>) {
         wait_up(&self.seed, &mut self.processes, old).await;
+    }
+
+    /// The uid of trade-processor `i` as the seed sees it now.
+    pub fn uid_of(&self, i: usize) -> u64 {
+        let node = self.processes[i].address();
+        self.seed
+            .cluster()
+            .state()
+            .members
+            .iter()
+            .find(|m| m.node == node)
+            .map(|m| m.uid)
+            .expect("the trade-processor is a member")
     }
 
     /// `kill -9` both trade-processors; returns the uids they had.
