@@ -25,6 +25,20 @@ pub struct Row {
     pub default_text: String,
 }
 
+/// Every environment variable of every configuration table: what the project's binaries read.
+pub fn all_variables(doc: &str) -> std::collections::BTreeSet<String> {
+    let binaries: std::collections::BTreeSet<&str> = doc
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("<!-- config-table:"))
+        .flat_map(|m| m.trim_end_matches("-->").split_whitespace())
+        .collect();
+    binaries
+        .into_iter()
+        .flat_map(|b| rows_for(doc, b))
+        .filter_map(|r| r.variable)
+        .collect()
+}
+
 /// The rows of every table marked for `binary`.
 pub fn rows_for(doc: &str, binary: &str) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -157,6 +171,25 @@ mod tests {
             )
             .arg(Arg::new("seeds").long("seeds").env("SEEDS"))
             .arg(Arg::new("history").long("history").default_value("300"))
+    }
+
+    #[test]
+    fn every_table_s_variables_are_the_project_s_own() {
+        assert_eq!(
+            all_variables(DOC).into_iter().collect::<Vec<_>>(),
+            ["PORT", "SEEDS"]
+        );
+        // What the lessons' shells must not inherit from a test run (scripts/test.sh exports
+        // its MongoDB test server's address).
+        let own = all_variables(&architecture_doc());
+        for v in [
+            "MONGO_CONNECTION_STR",
+            "CLUSTER_SEEDS",
+            "RUST_LOG",
+            "LOG_FORMAT",
+        ] {
+            assert!(own.contains(v), "{v} missing from {own:?}");
+        }
     }
 
     #[test]

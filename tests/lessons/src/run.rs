@@ -48,8 +48,15 @@ pub fn run_lesson(root: &Path, lesson: &Lesson, logs: &Path) -> Result<Outcome> 
     } else {
         None
     };
+    // A reader's terminal has none of the project's own variables set; a checker started by
+    // scripts/test.sh would otherwise hand down its test server's MONGO_CONNECTION_STR, say.
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md"))
+        .context("reading docs/architecture.md for the project's variables")?;
     let mut session = Session {
         root: root.to_path_buf(),
+        unset: crate::config_table::all_variables(&doc)
+            .into_iter()
+            .collect(),
         logs: logs.to_path_buf(),
         enter: network.as_ref().map(Network::enter).unwrap_or_default(),
         shell: None,
@@ -156,6 +163,8 @@ impl Process {
 
 struct Session {
     root: PathBuf,
+    /// Variables removed from the environment the lesson's shells inherit: the project's own.
+    unset: Vec<String>,
     logs: PathBuf,
     /// `nsenter ... --` for own-network lessons, else empty.
     enter: Vec<String>,
@@ -183,6 +192,9 @@ impl Session {
             .args(["--default-signal=INT,QUIT", program])
             .current_dir(&self.root)
             .process_group(0);
+        for var in &self.unset {
+            command.env_remove(var);
+        }
         command
     }
 
