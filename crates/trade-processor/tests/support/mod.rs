@@ -317,7 +317,8 @@ impl TradeProcessor {
                         done.push(prev);
                     }
                 }
-                "entity stopped" => {
+                // A failed start (its recovery failed) ends the hosting too.
+                "entity stopped" | "entity did not start; its messages are dropped" => {
                     if let Some(mut h) = open.remove(id) {
                         h.to = Some(at);
                         done.push(h);
