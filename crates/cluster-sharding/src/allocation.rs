@@ -672,16 +672,7 @@ mod tests {
     }
 
     fn register(c: &mut CoordinatorState, p: u16, now: Instant) -> Vec<Out> {
-        c.on_wire(
-            CoordinatorWire::Register {
-                region: addr(p),
-                uid: u64::from(p),
-                proxy: false,
-                leaving: false,
-                shards: vec![],
-            },
-            now,
-        )
+        register_uid(c, p, u64::from(p), vec![], now)
     }
 
     /// Plays the regions' side of every message until nothing is left to send.

@@ -263,29 +263,7 @@ async fn mongodb_books_survive_kill_9_of_both_trade_processors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trade_processor_restarted_at_once_ten_times_never_hosts_a_book_twice() {
     const RESTARTS: usize = 10;
-    let data = tempfile::Builder::new()
-        .prefix("trade-processor-restarts")
-        .tempdir()
-        .unwrap();
-    let phases = Phases {
-        start: Instant::now(),
-        label: "restarts",
-    };
-    let mut c = Cluster::start(Setup {
-        backend: Backend::Sqlite(data.path().to_path_buf()),
-        tickers: tickers(&domain::DEFAULT_TICKERS.join(",")),
-        orders_per_second: 3_000,
-        child_log_filter: Some("warn,cluster_sharding::region=debug".into()),
-    })
-    .await;
-    eventually(
-        60,
-        "confirmed orders before the first restart",
-        || c.context(),
-        || async { (c.stats().await.confirmed >= WARM_UP_ORDERS).then_some(()) },
-    )
-    .await;
-    phases.done("cluster Up and trading");
+    let (_data, phases, mut c) = start_restarts("restarts").await;
     for round in 0..RESTARTS {
         let i = round % 2;
         let old = std::collections::HashSet::from([c.uid_of(i)]);
@@ -297,51 +275,17 @@ async fn a_trade_processor_restarted_at_once_ten_times_never_hosts_a_book_twice(
         // round the books are spread over both nodes again before the next kill, so that
         // both a kill during the hand-back and a kill after it are exercised.
         c.live_books().await;
-        let s = eventually(
-            60,
-            "new confirmations after the restart",
-            || c.context(),
-            || async {
-                let s = c.stats().await;
-                (s.confirmed >= before + RESUMED_ORDERS).then_some(s)
-            },
-        )
-        .await;
+        let confirmed = trading_resumed(&c, before).await;
         if round % 2 == 1 {
-            eventually(
-                60,
-                "books on both trade-processors",
-                || c.context(),
-                || async {
-                    let stats = c.books.cluster_stats().await.ok()?;
-                    (stats.regions.iter().filter(|r| r.shards > 0).count() == 2).then_some(())
-                },
-            )
-            .await;
+            books_on_both(&c).await;
         }
         phases.done(&format!(
-            "restart {}: trade-processor-{} killed, restarted at once, Up; {} confirmed",
+            "restart {}: trade-processor-{} killed, restarted at once, Up; {confirmed} confirmed",
             round + 1,
             i + 1,
-            s.confirmed
         ));
     }
-    c.traders.stop_trading();
-    let stats = c.wait_nothing_pending(60).await;
-    assert_eq!(stats.rejected, 0, "the books rejected orders: {stats:?}");
-    let checked = c
-        .assert_confirmed_orders_journaled("after ten restarts")
-        .await;
-    phases.done(&format!(
-        "all {checked} confirmed orders are in the journal, each once"
-    ));
-
-    let hostings = assert_single_hosting(&c, RESTARTS);
-    phases.done(&format!(
-        "no rejected write; {hostings} hostings of {} books, none overlapping",
-        c.tickers.len()
-    ));
-    c.shutdown().await;
+    finish_restarts(c, &phases, RESTARTS, "after ten restarts").await;
 }
 
 /// Single hosting through graceful restarts, as a rolling update does them: SIGTERM one
@@ -353,15 +297,40 @@ async fn a_trade_processor_restarted_at_once_ten_times_never_hosts_a_book_twice(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_restarts_under_load_never_host_a_book_twice() {
     const RESTARTS: usize = 6;
+    let (_data, phases, mut c) = start_restarts("rolling").await;
+    for round in 0..RESTARTS {
+        let i = round % 2;
+        let old = std::collections::HashSet::from([c.uid_of(i)]);
+        let before = c.stats().await.confirmed;
+        let t = Instant::now();
+        let status = c.processes[i].terminate(40);
+        let took = t.elapsed().as_secs_f64();
+        c.processes[i].restart();
+        c.wait_trade_processors_up(&old).await;
+        c.live_books().await;
+        books_on_both(&c).await;
+        let confirmed = trading_resumed(&c, before).await;
+        phases.done(&format!(
+            "restart {}: trade-processor-{} exited ({status}) {took:.1} s after SIGTERM, restarted, books on both; {confirmed} confirmed",
+            round + 1,
+            i + 1,
+        ));
+    }
+    finish_restarts(c, &phases, RESTARTS, "after the graceful restarts").await;
+}
+
+/// The cluster of the restart tests: SQLite, all 28 books at 3,000 orders/s, the regions'
+/// entity starts and stops in the trade-processors' logs; returns once orders are confirmed.
+async fn start_restarts(label: &'static str) -> (tempfile::TempDir, Phases, Cluster) {
     let data = tempfile::Builder::new()
-        .prefix("trade-processor-rolling")
+        .prefix(&format!("trade-processor-{label}"))
         .tempdir()
         .unwrap();
     let phases = Phases {
         start: Instant::now(),
-        label: "rolling",
+        label,
     };
-    let mut c = Cluster::start(Setup {
+    let c = Cluster::start(Setup {
         backend: Backend::Sqlite(data.path().to_path_buf()),
         tickers: tickers(&domain::DEFAULT_TICKERS.join(",")),
         orders_per_second: 3_000,
@@ -376,53 +345,48 @@ async fn graceful_restarts_under_load_never_host_a_book_twice() {
     )
     .await;
     phases.done("cluster Up and trading");
-    for round in 0..RESTARTS {
-        let i = round % 2;
-        let old = std::collections::HashSet::from([c.uid_of(i)]);
-        let before = c.stats().await.confirmed;
-        let t = Instant::now();
-        let status = c.processes[i].terminate(40);
-        let took = t.elapsed().as_secs_f64();
-        c.processes[i].restart();
-        c.wait_trade_processors_up(&old).await;
-        c.live_books().await;
-        eventually(
-            60,
-            "books on both trade-processors",
-            || c.context(),
-            || async {
-                let stats = c.books.cluster_stats().await.ok()?;
-                (stats.regions.iter().filter(|r| r.shards > 0).count() == 2).then_some(())
-            },
-        )
-        .await;
-        let s = eventually(
-            60,
-            "new confirmations after the restart",
-            || c.context(),
-            || async {
-                let s = c.stats().await;
-                (s.confirmed >= before + RESUMED_ORDERS).then_some(s)
-            },
-        )
-        .await;
-        phases.done(&format!(
-            "restart {}: trade-processor-{} exited ({status}) {took:.1} s after SIGTERM, restarted, books on both; {} confirmed",
-            round + 1,
-            i + 1,
-            s.confirmed
-        ));
-    }
+    (data, phases, c)
+}
+
+/// Waits for new confirmations after a restart; returns the confirmed count.
+async fn trading_resumed(c: &Cluster, before: u64) -> u64 {
+    eventually(
+        60,
+        "new confirmations after the restart",
+        || c.context(),
+        || async {
+            let s = c.stats().await;
+            (s.confirmed >= before + RESUMED_ORDERS).then_some(s.confirmed)
+        },
+    )
+    .await
+}
+
+/// Waits until both trade-processors host books.
+async fn books_on_both(c: &Cluster) {
+    eventually(
+        60,
+        "books on both trade-processors",
+        || c.context(),
+        || async {
+            let stats = c.books.cluster_stats().await.ok()?;
+            (stats.regions.iter().filter(|r| r.shards > 0).count() == 2).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Stops trading and checks the restart tests' invariants: every order confirmed, nothing
+/// lost or placed twice, single hosting throughout.
+async fn finish_restarts(c: Cluster, phases: &Phases, restarts: usize, when: &str) {
     c.traders.stop_trading();
     let stats = c.wait_nothing_pending(60).await;
     assert_eq!(stats.rejected, 0, "the books rejected orders: {stats:?}");
-    let checked = c
-        .assert_confirmed_orders_journaled("after the graceful restarts")
-        .await;
+    let checked = c.assert_confirmed_orders_journaled(when).await;
     phases.done(&format!(
         "all {checked} confirmed orders are in the journal, each once"
     ));
-    let hostings = assert_single_hosting(&c, RESTARTS);
+    let hostings = assert_single_hosting(&c, restarts);
     phases.done(&format!(
         "no rejected write; {hostings} hostings of {} books, none overlapping",
         c.tickers.len()
