@@ -135,6 +135,10 @@ pub enum ClusterProto {
     },
     /// Liveness signal.
     Heartbeat,
+    /// "My shutdown is past the shard hand-off: remove me." Sent by an Exiting (or
+    /// Leaving) node to every member, again each gossip tick until it is removed, since
+    /// the leader may change meanwhile (Akka's `ExitingConfirmed`).
+    ExitingConfirmed,
 }
 
 /// A member as shown to operators and subscribers.
@@ -280,6 +284,8 @@ pub enum ClusterMsg {
     Leave(NodeAddress),
     /// Mark the member at this address Down.
     Down(NodeAddress),
+    /// This node's coordinated shutdown reached `cluster-exiting`: confirm the exit.
+    ConfirmExiting,
     /// Add an event subscriber (dropped when it returns false).
     Subscribe(Subscriber),
 }
@@ -395,7 +401,10 @@ struct State {
     last_points: Vec<NodeAddress>,
     detectors: HashMap<UniqueAddress, PhiAccrual>,
     unreachable_since: Option<(BTreeSet<UniqueAddress>, Instant)>,
+    /// When this node confirmed its exit (it then waits `exiting_timeout` for removal).
     exiting_since: Option<Instant>,
+    /// Members that confirmed their exit to this node; the leader removes those.
+    exiting_confirmed: BTreeSet<UniqueAddress>,
     events: broadcast::Sender<ClusterEvent>,
     subscribers: Vec<Subscriber>,
     snapshot: watch::Sender<ClusterSnapshot>,
@@ -508,10 +517,26 @@ impl State {
                 // asked to leave from elsewhere: run the shutdown phases (hand-off first)
                 self.shutdown.run(Reason::Leave);
             }
-            Some(MemberStatus::Exiting) if self.exiting_since.is_none() => {
-                self.exiting_since = Some(Instant::now());
-            }
             _ => {}
+        }
+    }
+
+    /// This node's shutdown is past the shard hand-off: tell every member, so that the
+    /// leader removes it, and give the removal `exiting_timeout` to arrive.
+    fn confirm_exiting(&mut self) {
+        if self.removed || !self.joined || self.exiting_since.is_some() {
+            return;
+        }
+        info!(node = %self.me.address, "confirming this node's exit");
+        self.exiting_since = Some(Instant::now());
+        self.broadcast_exiting_confirmed();
+    }
+
+    fn broadcast_exiting_confirmed(&self) {
+        for m in self.gossip.members.keys() {
+            if *m != self.me {
+                self.send(&m.address, &ClusterProto::ExitingConfirmed);
+            }
         }
     }
 
@@ -644,6 +669,13 @@ impl State {
                 }
             }
             ClusterProto::InitJoinNack => {}
+            ClusterProto::ExitingConfirmed => {
+                if self.gossip.members.contains_key(&from)
+                    && self.exiting_confirmed.insert(from.clone())
+                {
+                    debug!(node = %self.me.address, member = %from, "member confirmed its exit");
+                }
+            }
             ClusterProto::Join { roles, app_version } => self.handle_join(from, roles, app_version),
             ClusterProto::Welcome(g) => {
                 if self.joined || self.removed || !g.members.contains_key(&self.me) {
@@ -808,20 +840,28 @@ impl State {
         if !self.joined || self.removed {
             return;
         }
-        if let Some(t) = self.exiting_since
-            && t.elapsed() >= self.cfg.exiting_timeout
-        {
-            info!(node = %self.me.address, "exiting timeout reached without removal notice");
-            self.self_removed();
-            return;
+        if let Some(t) = self.exiting_since {
+            if t.elapsed() >= self.cfg.exiting_timeout {
+                info!(node = %self.me.address, "exiting timeout reached without removal notice");
+                self.self_removed();
+                return;
+            }
+            self.broadcast_exiting_confirmed();
         }
+        let members = &self.gossip.members;
+        self.exiting_confirmed.retain(|a| members.contains_key(a));
         self.gossip.prune_tombstones(
             crate::membership::TOMBSTONE_TTL,
             crate::membership::now_millis(),
         );
         // leader actions
         let before = self.gossip.clone();
-        let acts = leader_actions(&mut self.gossip, &self.me, &self.cfg.min_members);
+        let acts = leader_actions(
+            &mut self.gossip,
+            &self.me,
+            &self.cfg.min_members,
+            &self.exiting_confirmed,
+        );
         if !acts.is_empty() {
             debug!(node = %self.me.address, ?acts, "leader actions");
             for r in &acts.removed {
@@ -986,6 +1026,7 @@ impl Actor for Daemon {
             detectors: HashMap::new(),
             unreachable_since: None,
             exiting_since: None,
+            exiting_confirmed: BTreeSet::new(),
             events: a.events,
             subscribers: Vec::new(),
             snapshot: a.snapshot,
@@ -1017,6 +1058,7 @@ impl Actor for Daemon {
                 }
             }
             ClusterMsg::Down(a) => st.mark(&a, MemberStatus::Down),
+            ClusterMsg::ConfirmExiting => st.confirm_exiting(),
             ClusterMsg::Subscribe(s) => st.subscribers.push(s),
         }
         Ok(())
@@ -1106,6 +1148,9 @@ impl Cluster {
                 c.state().self_status,
                 Some(MemberStatus::Leaving | MemberStatus::Exiting)
             ) {
+                // The phases before this one (the shard hand-off first) are done: only
+                // now may the leader remove this node and the others take its shards.
+                c.confirm_exiting();
                 c.wait_until(
                     |s| s.self_status.is_none_or(|st| st >= MemberStatus::Down),
                     exiting_timeout,
@@ -1184,6 +1229,17 @@ impl Cluster {
             &self.actor,
             &self.metrics.mailbox,
             ClusterMsg::Leave(address),
+        );
+    }
+
+    /// Confirms this node's exit (Akka's `ExitingConfirmed`): the leader removes an
+    /// Exiting member only after this (or once it is unreachable). The coordinated
+    /// shutdown calls it in `cluster-exiting`, after the shard hand-off.
+    pub fn confirm_exiting(&self) {
+        tell(
+            &self.actor,
+            &self.metrics.mailbox,
+            ClusterMsg::ConfirmExiting,
         );
     }
 

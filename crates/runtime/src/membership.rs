@@ -19,6 +19,10 @@
 //! - Leader: the lowest address among reachable Up/Leaving members (or, before any is
 //!   Up, among all reachable members that are not Down). Leader actions run only at
 //!   convergence.
+//! - An Exiting member is removed only once it has *confirmed* its exit (Akka's
+//!   `ExitingConfirmed`: its coordinated shutdown is past the shard hand-off) or once it
+//!   is unreachable. Removing it earlier would let the rest of the cluster re-home its
+//!   shards while its entities still run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -424,7 +428,7 @@ pub struct LeaderActions {
     pub up: Vec<UniqueAddress>,
     /// Members moved Leaving -> Exiting.
     pub exiting: Vec<UniqueAddress>,
-    /// Members removed (were Exiting or Down).
+    /// Members removed (were Down, or Exiting and confirmed or unreachable).
     pub removed: Vec<UniqueAddress>,
 }
 
@@ -436,8 +440,14 @@ impl LeaderActions {
 }
 
 /// Runs the leader actions on `g` if `leader` is the leader and the state converged.
-/// Marks the change (version, seen) when something happened.
-pub fn leader_actions(g: &mut Gossip, leader: &UniqueAddress, min: &MinMembers) -> LeaderActions {
+/// `exiting_confirmed` are the members that confirmed their exit to this node. Marks the
+/// change (version, seen) when something happened.
+pub fn leader_actions(
+    g: &mut Gossip,
+    leader: &UniqueAddress,
+    min: &MinMembers,
+    exiting_confirmed: &BTreeSet<UniqueAddress>,
+) -> LeaderActions {
     let mut out = LeaderActions::default();
     if g.leader(leader).as_ref() != Some(leader) || !g.converged() {
         return out;
@@ -470,7 +480,11 @@ pub fn leader_actions(g: &mut Gossip, leader: &UniqueAddress, min: &MinMembers) 
                 g.set_status(&a, MemberStatus::Exiting);
                 out.exiting.push(a);
             }
-            MemberStatus::Exiting | MemberStatus::Down => {
+            MemberStatus::Exiting if exiting_confirmed.contains(&a) || unreachable.contains(&a) => {
+                g.remove(&a);
+                out.removed.push(a);
+            }
+            MemberStatus::Down => {
                 g.remove(&a);
                 out.removed.push(a);
             }
@@ -529,16 +543,20 @@ mod tests {
     fn leader_moves_joining_up_only_when_converged_and_min_met() {
         let mut g = cluster(&[1, 2, 3]);
         g.seen.remove(&ua(3));
-        assert!(leader_actions(&mut g, &ua(1), &MinMembers::default()).is_empty());
+        assert!(
+            leader_actions(&mut g, &ua(1), &MinMembers::default(), &BTreeSet::new()).is_empty()
+        );
         g.seen.insert(ua(3));
         // not the leader: nothing
-        assert!(leader_actions(&mut g, &ua(2), &MinMembers::default()).is_empty());
+        assert!(
+            leader_actions(&mut g, &ua(2), &MinMembers::default(), &BTreeSet::new()).is_empty()
+        );
         let min = MinMembers {
             total: 4,
             per_role: BTreeMap::new(),
         };
-        assert!(leader_actions(&mut g, &ua(1), &min).is_empty());
-        let acts = leader_actions(&mut g, &ua(1), &MinMembers::default());
+        assert!(leader_actions(&mut g, &ua(1), &min, &BTreeSet::new()).is_empty());
+        let acts = leader_actions(&mut g, &ua(1), &MinMembers::default(), &BTreeSet::new());
         assert_eq!(acts.up.len(), 3);
         assert!(g.members.values().all(|m| m.status == MemberStatus::Up));
         assert_eq!(g.seen.len(), 1);
@@ -561,7 +579,7 @@ mod tests {
     #[test]
     fn unreachable_blocks_convergence_until_down() {
         let mut g = cluster(&[1, 2, 3]);
-        leader_actions(&mut g, &ua(1), &MinMembers::default());
+        leader_actions(&mut g, &ua(1), &MinMembers::default(), &BTreeSet::new());
         g.seen.extend([ua(2), ua(3)]);
         assert!(g.converged());
         g.set_reachability(&ua(1), &ua(3), false);
@@ -570,7 +588,7 @@ mod tests {
         g.set_status(&ua(3), MemberStatus::Down);
         g.seen.remove(&ua(3));
         assert!(g.converged());
-        let acts = leader_actions(&mut g, &ua(1), &MinMembers::default());
+        let acts = leader_actions(&mut g, &ua(1), &MinMembers::default(), &BTreeSet::new());
         assert_eq!(acts.removed, vec![ua(3)]);
         assert!(g.tombstones.contains_key(&ua(3)));
         g.prune_tombstones(TOMBSTONE_TTL, now_millis());
@@ -586,17 +604,39 @@ mod tests {
     #[test]
     fn leave_goes_through_exiting_to_removed() {
         let mut g = cluster(&[1, 2]);
-        leader_actions(&mut g, &ua(1), &MinMembers::default());
+        leader_actions(&mut g, &ua(1), &MinMembers::default(), &BTreeSet::new());
         g.set_status(&ua(1), MemberStatus::Leaving);
         g.seen.extend([ua(1), ua(2)]);
         // a Leaving leader stays leader
         assert_eq!(g.leader(&ua(2)), Some(ua(1)));
-        let acts = leader_actions(&mut g, &ua(1), &MinMembers::default());
+        let acts = leader_actions(&mut g, &ua(1), &MinMembers::default(), &BTreeSet::new());
         assert_eq!(acts.exiting, vec![ua(1)]);
-        // now node 2 leads and removes it after convergence
+        // now node 2 leads; it removes the Exiting member only once that one confirmed
+        // its exit (its shard hand-off is done)
         assert_eq!(g.leader(&ua(2)), Some(ua(2)));
         g.seen.insert(ua(2));
-        let acts = leader_actions(&mut g, &ua(2), &MinMembers::default());
+        g.seen.insert(ua(1));
+        let none = BTreeSet::new();
+        for _ in 0..3 {
+            let acts = leader_actions(&mut g, &ua(2), &MinMembers::default(), &none);
+            assert!(acts.is_empty(), "removed before it confirmed: {acts:?}");
+        }
+        let confirmed = BTreeSet::from([ua(1)]);
+        let acts = leader_actions(&mut g, &ua(2), &MinMembers::default(), &confirmed);
+        assert_eq!(acts.removed, vec![ua(1)]);
+    }
+
+    #[test]
+    fn an_exiting_member_that_became_unreachable_is_removed_without_confirming() {
+        let mut g = cluster(&[1, 2]);
+        leader_actions(&mut g, &ua(1), &MinMembers::default(), &BTreeSet::new());
+        g.set_status(&ua(1), MemberStatus::Exiting);
+        g.seen.extend([ua(1), ua(2)]);
+        assert!(
+            leader_actions(&mut g, &ua(2), &MinMembers::default(), &BTreeSet::new()).is_empty()
+        );
+        g.set_reachability(&ua(2), &ua(1), false);
+        let acts = leader_actions(&mut g, &ua(2), &MinMembers::default(), &BTreeSet::new());
         assert_eq!(acts.removed, vec![ua(1)]);
     }
 

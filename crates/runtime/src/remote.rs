@@ -575,7 +575,9 @@ impl Remoting {
     }
 }
 
-/// A [`RemoteRef`] bound to its peer link, for fast repeated sends.
+/// A [`RemoteRef`] bound to its peer link, for fast repeated sends. A reference keeps
+/// no incarnation: once its link is stopped (the member at the address was removed),
+/// sends go through the address's current link, so a new incarnation there is reached.
 pub struct ResolvedRef<M> {
     remoting: Remoting,
     node: NodeAddress,
@@ -604,6 +606,14 @@ impl<M: Serialize> ResolvedRef<M> {
                 .remoting
                 .inner
                 .deliver_local(&self.recipient, trace_context, &payload),
+            Some(p) if p.cancel.is_cancelled() && !self.remoting.is_shut_down() => {
+                // The link was forgotten after its member's removal: take the current one.
+                let p = self.remoting.inner.peer(&self.node);
+                self.remoting
+                    .inner
+                    .enqueue(&p, self.recipient.clone(), trace_context, payload, policy)
+                    .await
+            }
             Some(p) => {
                 self.remoting
                     .inner

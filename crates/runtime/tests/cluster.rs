@@ -130,6 +130,61 @@ async fn graceful_leave_goes_exiting_then_removed_and_terminates() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_node_asked_to_leave_is_removed_only_after_its_shard_hand_off_phase() {
+    let seed = start(&[], &[]).await;
+    let s = [addr(&seed)];
+    let b = start(&s, &[]).await;
+    assert!(wait_all(&[&seed, &b], Duration::from_secs(10), |v| all_up(v, 2)).await);
+    // A hand-off that takes 20 gossip intervals, far longer than Leaving -> Exiting ->
+    // converged takes.
+    let handed_off = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let h = handed_off.clone();
+    b.coordinated_shutdown()
+        .add_task(
+            "cluster-sharding-shutdown-region",
+            "slow-hand-off",
+            move |_| async move {
+                tokio::time::sleep(TICK * 20).await;
+                *h.lock().unwrap() = Some(tokio::time::Instant::now());
+            },
+        )
+        .unwrap();
+    let leaving = addr(&b).to_string();
+    // Asked through another member, as the management API is by Kubernetes' preStop hook:
+    // b is marked Leaving first, and its shutdown (the hand-off first) starts on seeing it.
+    seed.cluster().leave(addr(&b));
+    assert!(
+        seed.cluster()
+            .wait_until(
+                |v| v
+                    .members
+                    .iter()
+                    .any(|m| m.node == leaving && m.status == MemberStatus::Exiting),
+                Duration::from_secs(10)
+            )
+            .await
+    );
+    assert!(
+        seed.cluster()
+            .wait_until(
+                |v| v.members.iter().all(|m| m.node != leaving),
+                Duration::from_secs(10)
+            )
+            .await
+    );
+    let removed = tokio::time::Instant::now();
+    let done = handed_off
+        .lock()
+        .unwrap()
+        .expect("removed before its hand-off phase ended");
+    assert!(done <= removed);
+    let code = tokio::time::timeout(Duration::from_secs(10), b.terminated())
+        .await
+        .expect("terminated");
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_leader_can_leave_too() {
     let seed = start(&[], &[]).await;
     let s = [addr(&seed)];
@@ -267,6 +322,45 @@ async fn a_link_to_a_new_incarnation_survives_the_removal_of_the_old_one() {
         }
     }
     assert_eq!(got, ["before", "after"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_resolved_before_a_removal_reaches_the_incarnation_that_comes_later() {
+    let seed = start(&[], &[]).await;
+    let s = [addr(&seed)];
+    let c = start(&s, &[]).await;
+    let b = start(&s, &[]).await;
+    // Three members, so that the resolver's majority downs the halted one.
+    assert!(wait_all(&[&seed, &c, &b], Duration::from_secs(10), |v| all_up(v, 3)).await);
+    let port = addr(&b).port;
+    let old_uid = b.address().uid;
+    // Resolved while the old incarnation is a member, as the coordinator resolves a region.
+    let link = seed
+        .remoting()
+        .resolve(&RemoteRef::<String>::new(addr(&b), "probe"));
+    b.halt().await;
+    assert!(
+        seed.cluster()
+            .wait_until(
+                |v| v.members.iter().all(|m| m.uid != old_uid),
+                Duration::from_secs(20)
+            )
+            .await,
+        "the halted node was downed and removed"
+    );
+    // Past the delay after which the removed member's link is stopped: the restart comes
+    // later than that, as a pod rescheduled after its predecessor's removal does.
+    tokio::time::sleep(TICK * 10).await;
+    let b2 = start_with(&s, |c| c.remoting.port = port).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (probe, _) = Actor::spawn(None, Probe, tx).await.unwrap();
+    b2.remoting().register("probe", probe);
+    assert!(wait_all(&[&seed, &c, &b2], Duration::from_secs(10), |v| all_up(v, 3)).await);
+    link.tell(&"after".to_string(), None)
+        .await
+        .expect("the old reference takes the new link");
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert_eq!(got.ok().flatten().as_deref(), Some("after"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
