@@ -529,6 +529,9 @@ impl State {
         }
         info!(node = %self.me.address, "confirming this node's exit");
         self.exiting_since = Some(Instant::now());
+        // Confirmed to itself too: the last member, or one that leads because no other is
+        // Up, removes itself.
+        self.exiting_confirmed.insert(self.me.clone());
         self.broadcast_exiting_confirmed();
     }
 
@@ -864,7 +867,7 @@ impl State {
         );
         if !acts.is_empty() {
             debug!(node = %self.me.address, ?acts, "leader actions");
-            for r in &acts.removed {
+            for r in acts.removed.iter().filter(|r| **r != self.me) {
                 // tell the removed member (best effort) so it shuts down
                 self.send_gossip(r);
             }

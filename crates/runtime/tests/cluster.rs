@@ -185,6 +185,29 @@ async fn a_node_asked_to_leave_is_removed_only_after_its_shard_hand_off_phase() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_last_member_removes_itself_when_it_leaves() {
+    // A removal timeout far past the test's: only the node's own leader action can
+    // remove it (as the sandbox's lighthouse, the last to leave, is removed).
+    let a = start_with(&[], |c| {
+        c.cluster.exiting_timeout = Duration::from_secs(600)
+    })
+    .await;
+    assert!(wait_all(&[&a], Duration::from_secs(10), |v| all_up(v, 1)).await);
+    let mut events = a.cluster().subscribe();
+    let me = addr(&a).to_string();
+    a.cluster().leave(addr(&a));
+    let code = tokio::time::timeout(Duration::from_secs(30), a.terminated())
+        .await
+        .expect("terminated");
+    assert_eq!(code, 0);
+    let mut removed = false;
+    while let Ok(e) = events.try_recv() {
+        removed |= matches!(e, ClusterEvent::MemberRemoved { member, .. } if member.node == me);
+    }
+    assert!(removed, "the last member saw its own removal");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_leader_can_leave_too() {
     let seed = start(&[], &[]).await;
     let s = [addr(&seed)];
