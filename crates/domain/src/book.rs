@@ -6,36 +6,36 @@
 //! - Trades execute at the resting order's price. A partial fill leaves the rest of the resting
 //!   order in place, keeping its time priority; the rest of an incoming limit order rests at the
 //!   back of its price level; the rest of a market order is dropped (immediate-or-cancel).
-//! - An order id seen before is ignored and reported as [`PlaceOutcome::Duplicate`], so senders
-//!   can retry until confirmed (at-least-once) without trading twice. Ids of resting orders are
-//!   always known; ids of orders that left the book (filled, cancelled, market) are remembered
-//!   for the last `dedup_capacity` such orders (default [`OrderBook::DEFAULT_DEDUP_CAPACITY`]),
-//!   a window far longer than any retry timeout, which keeps memory and snapshots bounded.
+//! - An order id placed before is ignored and reported as [`PlaceOutcome::Duplicate`], so
+//!   senders can retry until confirmed (at-least-once) without trading twice, however late the
+//!   re-send. Duplicate detection is exact and its state is bounded by the senders' streams, not
+//!   the orders ([`crate::dedup`]).
 //!
 //! # Data structures and cost
 //! Each side is a `BTreeMap` from price to a price level, and each level is an intrusive doubly
 //! linked FIFO list of orders stored in a slab (`Vec` plus free list), so:
 //! placing costs O(log levels) plus O(1) per trade, cancelling by id costs O(1) to unlink plus
-//! O(log levels) when the level empties, and no operation walks the book's depth. One hash map
-//! from order id to slab slot serves cancel-by-id and duplicate detection at once.
+//! O(log levels) when the level empties, and no operation walks the book's depth. A hash map
+//! from resting order id to slab slot serves cancel-by-id.
 //!
 //! # Event sourcing
 //! [`OrderBook::place`] and [`OrderBook::cancel`] emit [`BookEvent`]s; [`OrderBook::apply`]
 //! replays them onto another book without re-running the matching logic, and reaches the same
-//! state (same resting orders, same priorities, same duplicate window). A [`BookSnapshot`] holds
-//! every resting order with its remaining quantity and arrival sequence, and restores to a book
-//! that behaves identically.
+//! state (same resting orders, same priorities, same placed ids). A [`BookSnapshot`] holds
+//! every resting order with its remaining quantity and arrival sequence, and the placed ids'
+//! stream marks, and restores to a book that behaves identically.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dedup::{Placed, PlacedOrders, StreamMarks};
 use crate::event::{BookEvent, Fill, Match, OrderCancelled};
 use crate::money::{Price, Quantity, Timestamp};
 use crate::order::{Order, OrderId, OrderType, Side};
 use crate::ticker::Ticker;
 
-/// Slab index meaning "none" in the intrusive lists, and "left the book" in the id map.
+/// Slab index meaning "none" in the intrusive lists.
 const NIL: u32 = u32::MAX;
 
 /// Why the book refused an order, a cancel, an event or a snapshot.
@@ -58,6 +58,10 @@ pub enum BookError {
     /// The book holds `u32::MAX - 1` resting orders already.
     #[error("order book is full")]
     Full,
+    /// The order is below its stream's floor: the book can no longer tell whether it was
+    /// placed, so it refuses it rather than risk trading twice (see [`crate::dedup`]).
+    #[error("order {0} is older than the sequence numbers its book still tracks for its sender")]
+    Unknowable(OrderId),
     /// Replayed events or a snapshot that no book could have produced.
     #[error("inconsistent book history: {0}")]
     Inconsistent(String),
@@ -118,14 +122,14 @@ pub struct BookSnapshot {
     pub next_seq: u64,
     /// Trades made so far: the trade id of the last match (ids run 1, 2, 3, ...).
     pub trades: u64,
-    /// How many ids of departed orders the book remembers.
-    pub dedup_capacity: u64,
     /// Resting bids, best price first, oldest first within a price.
     pub bids: Vec<RestingOrder>,
     /// Resting asks, best price first, oldest first within a price.
     pub asks: Vec<RestingOrder>,
-    /// Ids of orders that left the book, oldest first (the duplicate window).
-    pub departed_ids: Vec<OrderId>,
+    /// What was placed, per sender stream (see [`crate::dedup`]). Missing in snapshots written
+    /// before exact deduplication; such a snapshot restores with its resting ids as placed.
+    #[serde(default)]
+    pub placed: Vec<StreamMarks>,
 }
 
 #[derive(Debug, Clone)]
@@ -215,37 +219,8 @@ impl Slab {
     }
 }
 
-/// Known order ids: resting ones map to their slab slot, departed ones to `NIL` and are kept
-/// in arrival-of-departure order for the bounded duplicate window.
-#[derive(Debug, Clone)]
-struct Registry {
-    ids: HashMap<OrderId, u32, foldhash::fast::RandomState>,
-    departed: VecDeque<OrderId>,
-    capacity: usize,
-}
-
-impl Registry {
-    fn new(capacity: usize) -> Self {
-        Registry {
-            ids: HashMap::default(),
-            departed: VecDeque::new(),
-            capacity,
-        }
-    }
-
-    /// Records that `id` left the book (or never rested), evicting the oldest departed id
-    /// once the window is full.
-    #[inline]
-    fn depart(&mut self, id: OrderId) {
-        self.ids.insert(id, NIL);
-        self.departed.push_back(id);
-        if self.departed.len() > self.capacity
-            && let Some(old) = self.departed.pop_front()
-        {
-            self.ids.remove(&old);
-        }
-    }
-}
+/// Resting order ids by slab slot.
+type Resting = HashMap<OrderId, u32, foldhash::fast::RandomState>;
 
 /// A limit order book for one ticker. See the [module docs](self) for the rules.
 #[derive(Debug, Clone)]
@@ -254,29 +229,23 @@ pub struct OrderBook {
     bids: Ladder,
     asks: Ladder,
     slab: Slab,
-    registry: Registry,
+    resting: Resting,
+    placed: PlacedOrders,
     next_seq: u64,
     /// Trade id of the last match.
     trades: u64,
 }
 
 impl OrderBook {
-    /// Departed order ids remembered for duplicate detection unless configured otherwise.
-    pub const DEFAULT_DEDUP_CAPACITY: usize = 10_000;
-
-    /// An empty book with the default duplicate window.
+    /// An empty book.
     pub fn new(ticker: Ticker) -> Self {
-        Self::with_dedup_capacity(ticker, Self::DEFAULT_DEDUP_CAPACITY)
-    }
-
-    /// An empty book remembering the ids of the last `dedup_capacity` departed orders.
-    pub fn with_dedup_capacity(ticker: Ticker, dedup_capacity: usize) -> Self {
         OrderBook {
             ticker,
             bids: Ladder::new(Side::Bid),
             asks: Ladder::new(Side::Ask),
             slab: Slab::default(),
-            registry: Registry::new(dedup_capacity),
+            resting: Resting::default(),
+            placed: PlacedOrders::default(),
             next_seq: 0,
             trades: 0,
         }
@@ -298,21 +267,14 @@ impl OrderBook {
         at: Timestamp,
         out: &mut Vec<BookEvent>,
     ) -> Result<PlaceOutcome, BookError> {
-        self.validate(&order)?;
-        if self.registry.ids.contains_key(&order.id) {
-            return Ok(PlaceOutcome::Duplicate);
+        if let Some(duplicate) = self.admit(&order)? {
+            return Ok(duplicate);
         }
+        self.placed.record(order.id);
         let seq = self.next_seq;
         self.next_seq += 1;
         out.push(BookEvent::OrderPlaced(order));
-        let limit = match order.kind {
-            OrderType::Market => {
-                // A market order never rests, so it departs at once (replay does the same).
-                self.registry.depart(order.id);
-                None
-            }
-            OrderType::Limit(price) => Some(price),
-        };
+        let limit = order.limit_price();
         let opposite = match order.side {
             Side::Bid => &mut self.asks,
             Side::Ask => &mut self.bids,
@@ -320,7 +282,7 @@ impl OrderBook {
         let remaining = cross(
             opposite,
             &mut self.slab,
-            &mut self.registry,
+            &mut self.resting,
             &mut self.trades,
             &order,
             at,
@@ -334,17 +296,13 @@ impl OrderBook {
                     Side::Ask => &mut self.asks,
                 };
                 let slot = rest(own, &mut self.slab, &order, price, remaining, seq)?;
-                self.registry.ids.insert(order.id, slot);
+                self.resting.insert(order.id, slot);
                 Ok(PlaceOutcome::Accepted {
                     filled,
                     resting: remaining,
                 })
             }
-            Some(_) => {
-                self.registry.depart(order.id);
-                Ok(PlaceOutcome::Accepted { filled, resting: 0 })
-            }
-            None => Ok(PlaceOutcome::Accepted { filled, resting: 0 }),
+            _ => Ok(PlaceOutcome::Accepted { filled, resting: 0 }),
         }
     }
 
@@ -381,9 +339,8 @@ impl OrderBook {
         at: Timestamp,
         out: &mut Vec<BookEvent>,
     ) -> Result<PlaceOutcome, BookError> {
-        self.validate(order)?;
-        if self.registry.ids.contains_key(&order.id) {
-            return Ok(PlaceOutcome::Duplicate);
+        if let Some(duplicate) = self.admit(order)? {
+            return Ok(duplicate);
         }
         out.push(BookEvent::OrderPlaced(*order));
         let limit = order.limit_price();
@@ -465,34 +422,28 @@ impl OrderBook {
         }
         match event {
             BookEvent::OrderPlaced(order) => {
-                self.validate(order)?;
-                if self.registry.ids.contains_key(&order.id) {
+                if self.admit(order)?.is_some() {
                     return Err(BookError::Inconsistent(format!(
                         "order {} placed twice",
                         order.id
                     )));
                 }
+                self.placed.record(order.id);
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                match order.kind {
-                    OrderType::Market => self.registry.depart(order.id),
-                    OrderType::Limit(price) => {
-                        let own = match order.side {
-                            Side::Bid => &mut self.bids,
-                            Side::Ask => &mut self.asks,
-                        };
-                        let slot = rest(own, &mut self.slab, order, price, order.quantity, seq)?;
-                        self.registry.ids.insert(order.id, slot);
-                    }
+                if let OrderType::Limit(price) = order.kind {
+                    let own = match order.side {
+                        Side::Bid => &mut self.bids,
+                        Side::Ask => &mut self.asks,
+                    };
+                    let slot = rest(own, &mut self.slab, order, price, order.quantity, seq)?;
+                    self.resting.insert(order.id, slot);
                 }
             }
             BookEvent::Fill(fill) => {
-                let Some(&slot) = self.registry.ids.get(&fill.order_id) else {
+                let Some(&slot) = self.resting.get(&fill.order_id) else {
                     return Ok(());
                 };
-                if slot == NIL {
-                    return Ok(());
-                }
                 let node = &mut self.slab.nodes[slot as usize];
                 if fill.quantity > node.remaining {
                     return Err(BookError::Inconsistent(format!(
@@ -561,18 +512,20 @@ impl OrderBook {
         self.len() == 0
     }
 
-    /// True when `id` rests in the book or departed recently enough to be remembered: an order
-    /// with this id would be reported as a duplicate.
+    /// True when an order with this id was placed: placing it again would be reported as a
+    /// duplicate.
     pub fn knows(&self, id: OrderId) -> bool {
-        self.registry.ids.contains_key(&id)
+        self.placed.placed(id) == Placed::Yes
+    }
+
+    /// The placed order ids, by sender stream.
+    pub fn placed(&self) -> &PlacedOrders {
+        &self.placed
     }
 
     /// The resting order with this id, if any.
     pub fn resting(&self, id: OrderId) -> Option<RestingOrder> {
-        let slot = *self.registry.ids.get(&id)?;
-        if slot == NIL {
-            return None;
-        }
+        let slot = *self.resting.get(&id)?;
         Some(resting_order(&self.slab.nodes[slot as usize]))
     }
 
@@ -607,20 +560,23 @@ impl OrderBook {
             ticker: self.ticker,
             next_seq: self.next_seq,
             trades: self.trades,
-            dedup_capacity: self.registry.capacity as u64,
             bids: self.orders(Side::Bid),
             asks: self.orders(Side::Ask),
-            departed_ids: self.registry.departed.iter().copied().collect(),
+            placed: self.placed.marks(),
         }
     }
 
     /// Rebuilds a book from a snapshot, checking that it is one a book could have produced
     /// (orders on the right side of their ticker, positive quantities, no repeated id, time
-    /// priority consistent with the arrival sequence, a book that is not crossed).
+    /// priority consistent with the arrival sequence, a book that is not crossed, resting ids
+    /// among the placed ones).
     pub fn from_snapshot(snapshot: &BookSnapshot) -> Result<Self, BookError> {
-        let capacity = usize::try_from(snapshot.dedup_capacity)
-            .map_err(|_| BookError::Inconsistent("dedup capacity too large".into()))?;
-        let mut book = OrderBook::with_dedup_capacity(snapshot.ticker, capacity);
+        let mut book = OrderBook::new(snapshot.ticker);
+        book.placed =
+            PlacedOrders::from_marks(&snapshot.placed).map_err(BookError::Inconsistent)?;
+        // A snapshot from before exact deduplication lists no streams: its resting ids are
+        // the placed ones it knows.
+        let legacy = snapshot.placed.is_empty();
         book.next_seq = snapshot.next_seq;
         book.trades = snapshot.trades;
         for (side, orders) in [(Side::Bid, &snapshot.bids), (Side::Ask, &snapshot.asks)] {
@@ -644,8 +600,13 @@ impl OrderBook {
                 if o.seq >= snapshot.next_seq {
                     return bad("arrival sequence not below next_seq");
                 }
-                if book.registry.ids.contains_key(&o.id) {
+                if book.resting.contains_key(&o.id) {
                     return bad("id appears twice");
+                }
+                match (book.placed.placed(o.id), legacy) {
+                    (Placed::Yes, _) => {}
+                    (Placed::No, true) => book.placed.record(o.id),
+                    _ => return bad("rests but is not among the placed ids"),
                 }
                 if let Some(p) = previous {
                     let better_or_same = match side {
@@ -670,7 +631,7 @@ impl OrderBook {
                     placed_at: o.placed_at,
                 };
                 let slot = rest(own, &mut book.slab, &order, o.price, o.remaining, o.seq)?;
-                book.registry.ids.insert(o.id, slot);
+                book.resting.insert(o.id, slot);
             }
         }
         if let (Some(bid), Some(ask)) = (book.best_bid(), book.best_ask())
@@ -680,15 +641,19 @@ impl OrderBook {
                 "snapshot is crossed: bid {bid} >= ask {ask}"
             )));
         }
-        for &id in &snapshot.departed_ids {
-            if book.registry.ids.contains_key(&id) {
-                return Err(BookError::Inconsistent(format!(
-                    "snapshot id {id} both rests and departed"
-                )));
-            }
-            book.registry.depart(id);
-        }
         Ok(book)
+    }
+
+    /// Checks an order before it is placed: `Some(Duplicate)` when it was placed before, an
+    /// error when it is invalid or its id cannot be judged, `None` when it is new.
+    #[inline]
+    fn admit(&self, order: &Order) -> Result<Option<PlaceOutcome>, BookError> {
+        self.validate(order)?;
+        match self.placed.placed(order.id) {
+            Placed::No => Ok(None),
+            Placed::Yes => Ok(Some(PlaceOutcome::Duplicate)),
+            Placed::Unknowable => Err(BookError::Unknowable(order.id)),
+        }
     }
 
     fn validate(&self, order: &Order) -> Result<(), BookError> {
@@ -716,12 +681,9 @@ impl OrderBook {
         }
     }
 
-    /// Unlinks a resting order, marks its id departed and returns its open quantity.
+    /// Unlinks a resting order and returns its open quantity.
     fn remove_resting(&mut self, id: OrderId) -> Option<Quantity> {
-        let slot = *self.registry.ids.get(&id)?;
-        if slot == NIL {
-            return None;
-        }
+        let slot = self.resting.remove(&id)?;
         let node = self.slab.nodes[slot as usize].clone();
         let ladder = match node.side {
             Side::Bid => &mut self.bids,
@@ -745,7 +707,6 @@ impl OrderBook {
             ladder.levels.remove(&key);
         }
         self.slab.free.push(slot);
-        self.registry.depart(id);
         Some(node.remaining)
     }
 }
@@ -857,7 +818,7 @@ fn push_trade(
 fn cross(
     opposite: &mut Ladder,
     slab: &mut Slab,
-    registry: &mut Registry,
+    resting: &mut Resting,
     trades: &mut u64,
     order: &Order,
     at: Timestamp,
@@ -907,7 +868,7 @@ fn cross(
                 }
                 level.count -= 1;
                 slab.free.push(slot);
-                registry.depart(id);
+                resting.remove(&id);
             }
         }
         if level.head == NIL {

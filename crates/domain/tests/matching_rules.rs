@@ -244,17 +244,44 @@ fn duplicates_are_ignored_whether_resting_filled_or_cancelled() {
 }
 
 #[test]
-fn the_duplicate_window_is_bounded() {
-    let mut book = OrderBook::with_dedup_capacity(msft(), 2);
-    for n in 1..=3 {
-        place(&mut book, bid(n, 100, 1));
-        place(&mut book, ask(100 + n, 100, 1));
+fn a_duplicate_is_recognised_however_many_orders_came_between() {
+    let mut book = OrderBook::new(msft());
+    // 100,000 orders that trade away, ten times the old window of remembered ids.
+    for n in 1..=50_000 {
+        place(&mut book, bid(2 * n - 1, 100, 1));
+        place(&mut book, ask(2 * n, 100, 1));
     }
-    // Six departed ids, only the last two are remembered.
-    assert!(!book.knows(id(1)));
-    assert!(book.knows(id(3)));
-    assert!(book.knows(id(103)));
-    assert_eq!(book.snapshot().departed_ids, vec![id(3), id(103)]);
+    assert!(book.is_empty());
+    assert_eq!(place(&mut book, bid(1, 100, 1)).0, PlaceOutcome::Duplicate);
+    assert!(book.knows(id(77_777)));
+    assert!(!book.knows(id(100_001)));
+    // And the state is one stream with one gap (number 0, never sent), not 100,000 ids.
+    let placed = book.snapshot().placed;
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].last, id(100_000));
+    assert_eq!(placed[0].gaps, vec![[0, 0]]);
+}
+
+#[test]
+fn an_order_below_its_streams_floor_is_refused_and_changes_nothing() {
+    let mut book = OrderBook::new(msft());
+    // A sender skipping every other number opens a gap per order, past the limit.
+    for n in 1..=(domain::MAX_OPEN_GAPS as u128 + 1) {
+        place(&mut book, bid(2 * n, 90, 1));
+    }
+    let mut out = Vec::new();
+    let before = book.snapshot();
+    assert_eq!(
+        book.place(ask(1, 200, 1), Timestamp(0), &mut out),
+        Err(BookError::Unknowable(id(1)))
+    );
+    assert!(out.is_empty());
+    assert_eq!(book.snapshot(), before);
+    // Numbers in the gaps still open are placed normally.
+    assert!(matches!(
+        place(&mut book, ask(3, 200, 1)).0,
+        PlaceOutcome::Accepted { .. }
+    ));
 }
 
 #[test]

@@ -351,8 +351,8 @@ impl OrderBookFactory {
 /// Every [`SnapshotPolicy::every`] events (the workshop's 100), but not more often than
 /// [`SnapshotPolicy::min_interval`] (5 s by default). At the workshop's pace the count decides
 /// and the interval never matters. Under load a book writes thousands of events a second and
-/// its snapshot carries the 10,000-id duplicate window, so snapshots by count alone would
-/// outweigh the events themselves; the interval bounds that cost, and recovery still replays
+/// its snapshot carries every resting order (up to 200 per desk), so snapshots by count
+/// alone would outweigh the events themselves; the interval bounds that cost, and recovery still replays
 /// no more than about five seconds of events past the latest snapshot (at 20,000 orders/s
 /// over 28 books, some 12,000 events per book).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

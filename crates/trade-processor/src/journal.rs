@@ -20,7 +20,7 @@ impl Persistable for Journaled {
 }
 
 /// The state of an order-book entity, stored as a [`BookSnapshot`]: every resting order with
-/// its remaining quantity and arrival order, the trade count and the duplicate window.
+/// its remaining quantity and arrival order, the trade count and the placed ids' stream marks.
 #[derive(Debug, Clone)]
 pub struct BookState(pub OrderBook);
 

@@ -25,6 +25,12 @@
 //! book's handling, its journal write, and pricing's work on the resulting matches are its
 //! descendants. With export off nothing is created (see `telemetry::MessageSpan`).
 //!
+//! The desk numbers the orders: per book, it draws a random [`OrderStream`] when it starts and
+//! gives each new order the stream's next id, in the order it first sends them. Re-sends keep
+//! their id. That is what lets a book recognise a re-send exactly, however late it comes, with
+//! state per stream rather than per order (`domain::dedup`). An order the desk refuses (too
+//! many unconfirmed) takes no number, so it leaves no gap.
+//!
 //! With a [`Blotter`] (`BLOTTER_DIR`), every order's first confirmation is also handed to it,
 //! one line per order, without waiting for the disk (see [`crate::blotter`]).
 
@@ -33,7 +39,10 @@ use std::time::{Duration, Instant};
 
 use cluster_sharding::ShardRegion;
 use domain::protocol::{ORDER_BOOK, OrderBookCommand, OrderBookReply};
-use domain::{CancelOutcome, Fill, Order, OrderId, PlaceOutcome, Ticker};
+use domain::{
+    CancelOutcome, Fill, Order, OrderId, OrderStream, PlaceOutcome, Price, Quantity, Side, Ticker,
+    Timestamp,
+};
 use hdrhistogram::Histogram;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use runtime::RemoteRef;
@@ -63,10 +72,42 @@ pub const DESK: &str = "traders-desk";
 /// What an order book receives from traders.
 pub type OrderBookMsg = OrderBookCommand<RemoteRef<OrderBookReply>>;
 
+/// A trader's new limit order, before the desk numbers it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NewOrder {
+    /// The instrument.
+    pub ticker: Ticker,
+    /// Buy or sell.
+    pub side: Side,
+    /// The limit price.
+    pub price: Price,
+    /// Shares wanted.
+    pub quantity: Quantity,
+    /// When the trader placed it.
+    pub placed_at: Timestamp,
+}
+
+impl NewOrder {
+    /// The order with its id.
+    fn numbered(self, id: OrderId) -> Order {
+        let NewOrder {
+            ticker,
+            side,
+            price,
+            quantity,
+            placed_at,
+        } = self;
+        match side {
+            Side::Bid => Order::bid(id, ticker, price, quantity, placed_at),
+            Side::Ask => Order::ask(id, ticker, price, quantity, placed_at),
+        }
+    }
+}
+
 /// Messages of the desk.
 pub enum DeskMsg {
-    /// A trader's new order: send it and track it until confirmed.
-    Submit(Order),
+    /// A trader's new order: number it, send it and track it until confirmed.
+    Submit(NewOrder),
     /// An order book's answer.
     Reply(OrderBookReply),
     /// The fills of one journal write, published by an order book.
@@ -175,6 +216,8 @@ pub struct DeskState {
     /// This node (`cluster.node` of the spans started here).
     node: std::sync::Arc<str>,
     pending: PendingOrders,
+    /// This desk's order stream per book, drawn when it first sends there.
+    streams: HashMap<Ticker, OrderStream>,
     recent: Recent,
     outbox: HashMap<Ticker, Outgoing>,
     /// When the batch in flight to each book was sent.
@@ -332,6 +375,7 @@ impl Actor for Desk {
         Ok(DeskState {
             node: args.reply_to.node.to_string().into(),
             pending: PendingOrders::new(args.retry_after, args.max_pending),
+            streams: HashMap::new(),
             recent: Recent {
                 ids: HashSet::new(),
                 order: VecDeque::new(),
@@ -354,13 +398,20 @@ impl Actor for Desk {
         s: &mut DeskState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DeskMsg::Submit(order) => {
-                if s.pending.sent(order, Instant::now()) {
-                    s.stats.placed += 1;
-                    s.recent.insert(order.id);
-                    s.queue(order);
-                } else {
+            DeskMsg::Submit(new) => {
+                if s.pending.is_full() {
                     s.stats.refused += 1;
+                } else {
+                    let id = s
+                        .streams
+                        .entry(new.ticker)
+                        .or_insert_with(|| OrderStream::random(&mut rand::rng()))
+                        .next_id();
+                    let order = new.numbered(id);
+                    s.pending.sent(order, Instant::now());
+                    s.stats.placed += 1;
+                    s.recent.insert(id);
+                    s.queue(order);
                 }
             }
             DeskMsg::Reply(reply) => {

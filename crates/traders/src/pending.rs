@@ -41,9 +41,14 @@ impl PendingOrders {
         }
     }
 
+    /// True when no more orders may be sent before some are settled.
+    pub fn is_full(&self) -> bool {
+        self.orders.len() >= self.capacity
+    }
+
     /// Records an order sent at `now`; false (and nothing recorded) when full.
     pub fn sent(&mut self, order: Order, now: Instant) -> bool {
-        if self.orders.len() >= self.capacity {
+        if self.is_full() {
             return false;
         }
         self.orders.insert(

@@ -1,14 +1,15 @@
 //! One bidder or asker: places random orders for one ticker, inside the ticker's price range,
-//! on its schedule, and hands them to the desk (which sends them and sees them confirmed).
+//! on its schedule, and hands them to the desk (which numbers them, sends them and sees them
+//! confirmed).
 
 use std::time::Duration;
 
-use domain::{Order, OrderId, PriceRange, Side, Ticker, Timestamp};
+use domain::{PriceRange, Side, Ticker, Timestamp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::desk::DeskMsg;
+use crate::desk::{DeskMsg, NewOrder};
 
 /// How often traders place orders.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,7 +46,7 @@ pub struct TraderArgs {
     pub pacing: Pacing,
     /// Where its orders go.
     pub desk: ActorRef<DeskMsg>,
-    /// Seed of its random prices, sizes and ids.
+    /// Seed of its random prices and sizes.
     pub seed: u64,
 }
 
@@ -66,11 +67,12 @@ impl TraderState {
     fn place(&mut self) {
         let price = self.args.range.sample(&mut self.rng);
         let quantity = self.rng.random_range(1..=MAX_QUANTITY);
-        let id = OrderId::random(&mut self.rng);
-        let at = Timestamp(host::now_micros());
-        let order = match self.args.side {
-            Side::Bid => Order::bid(id, self.args.ticker, price, quantity, at),
-            Side::Ask => Order::ask(id, self.args.ticker, price, quantity, at),
+        let order = NewOrder {
+            ticker: self.args.ticker,
+            side: self.args.side,
+            price,
+            quantity,
+            placed_at: Timestamp(host::now_micros()),
         };
         let _ = self.args.desk.cast(DeskMsg::Submit(order));
     }

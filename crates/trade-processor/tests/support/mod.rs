@@ -747,19 +747,14 @@ pub fn book_difference(a: &BookSnapshot, b: &BookSnapshot) -> Option<String> {
     if a.next_seq != b.next_seq {
         let _ = write!(s, "next_seq {} vs {}; ", a.next_seq, b.next_seq);
     }
-    if a.departed_ids != b.departed_ids {
+    if a.placed != b.placed {
         let _ = write!(
             s,
-            "duplicate window: {} vs {} ids; ",
-            a.departed_ids.len(),
-            b.departed_ids.len()
-        );
-    }
-    if a.dedup_capacity != b.dedup_capacity {
-        let _ = write!(
-            s,
-            "dedup capacity {} vs {}; ",
-            a.dedup_capacity, b.dedup_capacity
+            "placed ids: {} vs {} streams, {:?} vs {:?}; ",
+            a.placed.len(),
+            b.placed.len(),
+            a.placed.iter().find(|m| !b.placed.contains(m)),
+            b.placed.iter().find(|m| !a.placed.contains(m)),
         );
     }
     Some(s)
