@@ -254,12 +254,12 @@ impl Suite<'_> {
         let took = t0.elapsed();
         tokio::time::sleep(Duration::from_secs(15)).await;
         let homes = moves.stop().await?;
-        let (pause, ticker) = pauses.stop().await?;
+        let pause = pauses.stop().await?;
         self.figure("kubernetes: rolling restart of trade-processor", secs(took));
         self.figure("kubernetes: moves per shard", crate::moves_summary(&homes)?);
         self.figure(
             "kubernetes: longest pause any book saw",
-            format!("{} ({ticker})", secs(pause)),
+            format!("{} ({})", secs(pause.length), pause.ticker),
         );
         self.invariants("the rolling restart").await
     }

@@ -150,7 +150,32 @@ where
 /// from the journal, and the longest time one stayed the same while the traders load it.
 struct PauseSampler {
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<(Duration, String)>,
+    task: tokio::task::JoinHandle<Pause>,
+}
+
+/// A book's longest pause: how long, which book, and when it ended.
+struct Pause {
+    length: Duration,
+    ticker: String,
+    ended: Instant,
+}
+
+impl Pause {
+    /// The step (label, start, end) that overlapped the pause most, to say what caused it.
+    fn during<'a>(&self, steps: &'a [(String, Instant, Instant)]) -> Option<&'a str> {
+        let began = self.ended.checked_sub(self.length)?;
+        steps
+            .iter()
+            .map(|(label, start, end)| {
+                let overlap = (*end)
+                    .min(self.ended)
+                    .saturating_duration_since((*start).max(began));
+                (overlap, label)
+            })
+            .filter(|(overlap, _)| !overlap.is_zero())
+            .max_by_key(|(overlap, _)| *overlap)
+            .map(|(_, label)| label.as_str())
+    }
 }
 
 impl PauseSampler {
@@ -158,7 +183,11 @@ impl PauseSampler {
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut last: BTreeMap<Ticker, (u64, Instant)> = BTreeMap::new();
-            let mut longest = (Duration::ZERO, String::new());
+            let mut longest = Pause {
+                length: Duration::ZERO,
+                ticker: String::new(),
+                ended: Instant::now(),
+            };
             loop {
                 for t in Ticker::defaults() {
                     let pid = trade_processor::entity::persistence_id(t.as_str());
@@ -169,8 +198,12 @@ impl PauseSampler {
                     let e = last.entry(t).or_insert((seq, now));
                     if seq != e.0 {
                         let gap = now - e.1;
-                        if gap > longest.0 {
-                            longest = (gap, t.to_string());
+                        if gap > longest.length {
+                            longest = Pause {
+                                length: gap,
+                                ticker: t.to_string(),
+                                ended: now,
+                            };
                         }
                         *e = (seq, now);
                     }
@@ -184,8 +217,8 @@ impl PauseSampler {
         PauseSampler { stop, task }
     }
 
-    /// The longest pause and the book that saw it.
-    async fn stop(self) -> Result<(Duration, String)> {
+    /// The longest pause, the book that saw it and when.
+    async fn stop(self) -> Result<Pause> {
         let _ = self.stop.send(());
         Ok(self.task.await?)
     }
@@ -712,7 +745,9 @@ impl Suite<'_> {
         for id in self.project.containers("traders").await?.into_iter().rev() {
             steps.push((format!("traders {id}"), id, None));
         }
+        let mut windows = Vec::new();
         for (label, id, named) in steps {
+            let began = Instant::now();
             let (took, started) = self.restart_gracefully(&id).await?;
             if took > slowest_exit.0 {
                 slowest_exit = (took, label.clone());
@@ -731,6 +766,7 @@ impl Suite<'_> {
                 secs(took),
                 secs(ready)
             );
+            windows.push((label, began, Instant::now()));
         }
         let web_id = self.project.container("pricing-web").await?;
         let (took, _) = self.restart_gracefully(&web_id).await?;
@@ -747,14 +783,19 @@ impl Suite<'_> {
             "    pricing-web: exit 0 after SIGTERM in {}, ready again",
             secs(took)
         );
-        let (pause, ticker) = pauses.stop().await?;
+        let pause = pauses.stop().await?;
         self.figure(
             "rolling: slowest SIGTERM-to-exit",
             format!("{} ({})", secs(slowest_exit.0), slowest_exit.1),
         );
         self.figure(
             "rolling: longest pause any book saw",
-            format!("{} ({ticker})", secs(pause)),
+            format!(
+                "{} ({}, while restarting {})",
+                secs(pause.length),
+                pause.ticker,
+                pause.during(&windows).unwrap_or("nothing")
+            ),
         );
         self.invariants("the rolling restart").await
     }
@@ -817,12 +858,12 @@ impl Suite<'_> {
         // versions agree again) before counting
         tokio::time::sleep(Duration::from_secs(15)).await;
         let homes = moves.stop().await?;
-        let (pause, ticker) = pauses.stop().await?;
+        let pause = pauses.stop().await?;
         self.figure("update: both trade-processors replaced in", secs(took));
         self.figure("update: moves per shard", moves_summary(&homes)?);
         self.figure(
             "update: longest pause any book saw",
-            format!("{} ({ticker})", secs(pause)),
+            format!("{} ({})", secs(pause.length), pause.ticker),
         );
         self.invariants("the rolling update").await
     }
