@@ -3,7 +3,9 @@
 //! recovery of the allocation from the regions. No I/O: every input returns the
 //! messages to send ([`Out`]), which the coordinator actor puts on the wire.
 //!
-//! State is not persisted; a coordinator rebuilds it from the regions. On start it is
+//! The allocation is not persisted; a coordinator rebuilds it from the regions (only
+//! remember-entities' ids may come from a durable store, see [`crate::remember`], through
+//! [`CoordinatorState::remember`]). On start it is
 //! *recovering*: regions register with the shards they host (those still stopping for a
 //! hand-off included), and nothing is allocated until every member with the role that
 //! is Joining, Up, Leaving or Exiting has registered (or is Down/Removed). So a shard
@@ -101,6 +103,16 @@ impl CoordinatorState {
             remembered: BTreeMap::new(),
             realloc: BTreeSet::new(),
             active: false,
+        }
+    }
+
+    /// Entities remembered in a durable store (remember-entities): they are restarted
+    /// with their shard, which is allocated as soon as the coordinator is active if no
+    /// region hosts it by then (after a restart of the whole cluster, none does).
+    pub fn remember(&mut self, shard: ShardId, entities: impl IntoIterator<Item = String>) {
+        self.remembered.entry(shard).or_default().extend(entities);
+        if !self.homes.contains_key(&shard) && !self.handoffs.contains_key(&shard) {
+            self.realloc.insert(shard);
         }
     }
 

@@ -9,6 +9,11 @@
 //! [`Membership::coordinator_node`] names; regions only talk to the coordinator on the
 //! node their own view names. The singleton stops the old instance before the next
 //! one starts, and a new instance rebuilds the allocation from the regions.
+//!
+//! With a remember-entities store ([`ShardingSettings::remember_entities_store`]) it
+//! also loads the remembered shards and entities when it starts (retrying on its tick
+//! while the store is unavailable) and stores what the regions report as started, once
+//! per tick ([`crate::remember`]).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -19,11 +24,12 @@ use runtime::{NodeAddress, RemoteRef, Remoting, SendPolicy};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::allocation::{AllocationSettings, CoordinatorState, Out};
 use crate::membership::Membership;
 use crate::protocol::{CoordinatorWire, RegionWire};
+use crate::remember::{RememberLog, RememberStore};
 use crate::settings::ShardingSettings;
 
 /// Messages of the coordinator actor. Only `Wire` comes from the network (the
@@ -64,6 +70,20 @@ pub struct CoordinatorActorState {
     hello_ticks: u32,
     refs: HashMap<NodeAddress, ResolvedRef<RegionWire<()>>>,
     tasks: Vec<JoinHandle<()>>,
+    remember: Remember,
+    type_name: String,
+    /// This incarnation, as the writer of the store's events.
+    writer: String,
+}
+
+/// The coordinator's side of the remember-entities store.
+enum Remember {
+    /// No durable store: ids live in the coordinator's memory only.
+    Off,
+    /// Not loaded yet (the store was unavailable): no report is stored before the load.
+    Loading(RememberStore, Vec<(crate::hash::ShardId, Vec<String>)>),
+    /// Loaded; reports are stored on the tick.
+    On(RememberLog),
 }
 
 impl ShardCoordinator {
@@ -79,6 +99,58 @@ impl ShardCoordinator {
 }
 
 impl CoordinatorActorState {
+    /// Loads the store if it is not yet, and stores what regions reported since the last
+    /// tick.
+    async fn remember_tick(&mut self) {
+        if let Remember::Loading(store, _) = &self.remember {
+            match RememberLog::load(store.clone(), &self.type_name, &self.writer).await {
+                Ok(mut log) => {
+                    for (shard, ids) in log.remembered() {
+                        self.state.remember(shard, ids.iter().cloned());
+                    }
+                    if let Remember::Loading(_, reported) =
+                        std::mem::replace(&mut self.remember, Remember::Off)
+                    {
+                        for (shard, ids) in reported {
+                            log.note(shard, ids);
+                        }
+                    }
+                    self.remember = Remember::On(log);
+                }
+                Err(e) => {
+                    warn!(type_name = %self.type_name, error = %e, "remembered entities not loaded; retrying on the next tick");
+                }
+            }
+        }
+        if let Remember::On(log) = &mut self.remember
+            && log.has_unsaved()
+        {
+            log.flush().await;
+        }
+    }
+
+    /// Notes the entity ids a region reports as started, for the store.
+    fn note_reported(&mut self, w: &CoordinatorWire) {
+        let reported: Vec<(crate::hash::ShardId, Vec<String>)> = match w {
+            CoordinatorWire::EntitiesStarted { entities, .. } => entities.clone(),
+            CoordinatorWire::Register { shards, .. } => shards
+                .iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .cloned()
+                .collect(),
+            _ => return,
+        };
+        match &mut self.remember {
+            Remember::Off => {}
+            Remember::Loading(_, pending) => pending.extend(reported),
+            Remember::On(log) => {
+                for (shard, ids) in reported {
+                    log.note(shard, ids);
+                }
+            }
+        }
+    }
+
     fn send(&mut self, out: Vec<Out>) {
         for Out(node, msg) in out {
             let r = self.refs.entry(node.clone()).or_insert_with(|| {
@@ -143,7 +215,13 @@ impl Actor for ShardCoordinator {
             }
         });
         let ticker = myself.send_interval(s.retry_interval, || CoordinatorMsg::Tick);
-        Ok(CoordinatorActorState {
+        let remember = match (&s.remember_entities_store, s.remember_entities) {
+            (Some(store), true) => Remember::Loading(store.clone(), Vec::new()),
+            _ => Remember::Off,
+        };
+        let me_unique = args.remoting.self_address();
+        let writer = format!("{}#{}", me_unique.address, me_unique.uid);
+        let mut st = CoordinatorActorState {
             state,
             remoting: args.remoting,
             name,
@@ -153,7 +231,14 @@ impl Actor for ShardCoordinator {
             hello_ticks: 10,
             refs: HashMap::new(),
             tasks: vec![watcher, ticker],
-        })
+            remember,
+            type_name: s.type_name.clone(),
+            writer,
+        };
+        // Load before the first registration is handled, so that the shards to restart
+        // are known when the coordinator becomes active.
+        st.remember_tick().await;
+        Ok(st)
     }
 
     async fn post_stop(
@@ -177,12 +262,16 @@ impl Actor for ShardCoordinator {
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         let out = match msg {
-            CoordinatorMsg::Wire(w) => st.state.on_wire(w, now),
+            CoordinatorMsg::Wire(w) => {
+                st.note_reported(&w);
+                st.state.on_wire(w, now)
+            }
             CoordinatorMsg::Members(m) => {
                 st.refs.retain(|a, _| m.is_alive(a));
                 st.state.on_members(m, now)
             }
             CoordinatorMsg::Tick => {
+                st.remember_tick().await;
                 let due = now.duration_since(st.last_rebalance) >= st.rebalance_interval;
                 if due {
                     st.last_rebalance = now;

@@ -12,8 +12,8 @@
 //! Modules: [`hash`] (entity id to shard), [`settings`], [`membership`] (the view of
 //! membership sharding reads), [`protocol`] (wire messages), [`allocation`] (the
 //! coordinator's decisions, pure), [`coordinator`] (the coordinator actor and its
-//! hosting), [`region`] (the region actor and handle), [`entity`] (what users
-//! implement), [`stats`] (queries and the management route), [`node`] (wiring into a
+//! hosting), [`remember`] (remember-entities' durable store in the journal), [`region`]
+//! (the region actor and handle), [`entity`] (what users implement), [`stats`] (queries and the management route), [`node`] (wiring into a
 //! runtime node: membership view and coordinated-shutdown hand-off).
 //!
 //! # Use
@@ -86,6 +86,7 @@ pub mod membership;
 pub mod node;
 pub mod protocol;
 pub mod region;
+pub mod remember;
 pub mod settings;
 pub mod stats;
 
@@ -93,6 +94,7 @@ pub use entity::{EntityContext, EntityFactory, EntityMsg};
 pub use hash::{ShardId, shard_of};
 pub use membership::{MemberStatus, MemberView, Membership};
 pub use region::{RegionError, ShardRegion};
+pub use remember::RememberStore;
 pub use settings::ShardingSettings;
 pub use stats::{
     ClusterShardStats, NodeShardStats, RegionState, ShardingInstruments, ShardingRegistry,

@@ -45,9 +45,12 @@
 //!   from membership, so until then its region hosts nothing. Unreachable members are
 //!   not treated as gone until they are downed.
 //! - Remember-entities keeps the ids in the coordinator (reported by the regions as
-//!   entities start, and again when a region registers); ids of entities whose node and
-//!   coordinator were lost together are not restarted until their next message.
-//!   Passivated entities stay remembered.
+//!   entities start, and again when a region registers). Without a store
+//!   ([`ShardingSettings::remember_entities_store`]), ids of entities whose node and
+//!   coordinator were lost together are not restarted until their next message; with one,
+//!   the coordinator also keeps them in the journal and restarts them after any loss,
+//!   the whole cluster's included ([`crate::remember`]). Passivated entities stay
+//!   remembered.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;

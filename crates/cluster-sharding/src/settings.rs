@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use runtime::SendPolicy;
 
+use crate::remember::RememberStore;
+
 /// Settings of one entity type's sharding.
 #[derive(Clone, Debug)]
 pub struct ShardingSettings {
@@ -32,6 +34,10 @@ pub struct ShardingSettings {
     pub rebalance_max_per_round: usize,
     /// Restart entities after a hand-off or a crash without waiting for a message.
     pub remember_entities: bool,
+    /// Where remember-entities keeps its ids so that they survive a restart of the whole
+    /// cluster (Akka's event-sourced store, see [`crate::remember`]); `None` keeps them
+    /// only in the coordinator's memory, rebuilt from the regions.
+    pub remember_entities_store: Option<RememberStore>,
     /// A rebalance whose regions have not all acknowledged `BeginHandOff` by then is
     /// abandoned (the shard stays where it is).
     pub handoff_timeout: Duration,
@@ -56,6 +62,7 @@ impl ShardingSettings {
             rebalance_threshold: 1,
             rebalance_max_per_round: 3,
             remember_entities: false,
+            remember_entities_store: None,
             handoff_timeout: Duration::from_secs(60),
             stats_timeout: Duration::from_secs(3),
             send_policy: SendPolicy::Wait,

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cluster_sharding::{ShardRegion, shard_of};
+use cluster_sharding::remember::{RememberEvent, shard_id as remember_shard_id};
+use cluster_sharding::{RememberStore, ShardRegion, shard_of};
 use common::*;
 use persistence::InMemoryStore;
 use runtime::Node;
@@ -602,6 +603,107 @@ async fn idle_entities_passivate_and_remembered_entities_restart_after_a_hand_of
     for n in [&a, &b, &c] {
         n.halt().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remembered_entities_run_again_after_every_node_stopped() {
+    // One journal outlives both clusters: it holds the entities' events and the
+    // remember-entities store.
+    let journal = Arc::new(InMemoryStore::new());
+    let mut remember = settings("durable", Duration::from_secs(1));
+    remember.remember_entities = true;
+    remember.passivate_idle = None;
+    remember.remember_entities_store = Some(RememberStore::new(journal.clone()));
+    let start_cluster = || async {
+        let a = start_node(&[], &[ROLE]).await;
+        let b = start_node(&[addr(&a)], &[ROLE]).await;
+        wait_up(&[&a, &b], 2).await;
+        let shared: Arc<Shared> = Arc::default();
+        let mut regions = Vec::new();
+        for n in [&a, &b] {
+            let f = CounterFactory {
+                journal: journal.clone(),
+                remoting: n.remoting().clone(),
+                shared: shared.clone(),
+            };
+            regions.push(
+                ShardRegion::start_on_node(remember.clone(), f, n)
+                    .await
+                    .unwrap(),
+            );
+        }
+        (a, b, regions, shared)
+    };
+
+    let (a, b, regions, _) = start_cluster().await;
+    let (reply_to, mut acks) = ack_sink(&a, "acks").await;
+    let cmds: Vec<(String, u64)> = (0..40u64).map(|i| (format!("d-{i}"), i)).collect();
+    send_until_acked(
+        &regions[0],
+        &reply_to,
+        &mut acks,
+        &cmds,
+        Pace::new(40, 500, 30),
+        |_| {},
+    )
+    .await;
+    // The regions report started entities on their tick, the coordinator stores them on
+    // its own: wait until all 40 are in the journal.
+    let stored = eventually(Duration::from_secs(10), || async {
+        let mut ids = BTreeSet::new();
+        for shard in 0..remember.number_of_shards {
+            ids.extend(remembered_ids(&journal, "durable", shard).await);
+        }
+        ids.len() == 40
+    })
+    .await;
+    assert!(stored, "the 40 started entities were not all stored");
+    for n in [&a, &b] {
+        n.halt().await;
+    }
+    drop(regions);
+
+    // A new cluster on the same journal: nobody sends a message, and every remembered
+    // entity runs again.
+    let (c, d, regions, shared) = start_cluster().await;
+    let total = || async {
+        regions[0]
+            .cluster_stats()
+            .await
+            .map(|s| s.regions.iter().map(|r| r.entities).sum::<usize>())
+            .unwrap_or(0)
+    };
+    let all_run = eventually(Duration::from_secs(20), || async { total().await == 40 }).await;
+    assert!(
+        all_run,
+        "remembered entities running after the restart: {} of 40",
+        total().await
+    );
+    assert_eq!(
+        shared.bumps.load(Ordering::Relaxed),
+        0,
+        "no message was sent"
+    );
+    for n in [&c, &d] {
+        n.halt().await;
+    }
+}
+
+/// The entity ids the remember-entities store holds for one shard.
+async fn remembered_ids(journal: &InMemoryStore, type_name: &str, shard: u32) -> Vec<String> {
+    use persistence::Journal;
+    let events = journal
+        .replay_messages(&remember_shard_id(type_name, shard), 1, u64::MAX, u64::MAX)
+        .await
+        .unwrap_or_default();
+    events
+        .iter()
+        .filter_map(|r| match r.decode::<RememberEvent>() {
+            Ok(RememberEvent::EntitiesStarted { entities }) => Some(entities),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -14,7 +14,7 @@ pub mod projection;
 
 use std::time::Duration;
 
-use cluster_sharding::{RegionError, ShardRegion, ShardingSettings};
+use cluster_sharding::{RegionError, RememberStore, ShardRegion, ShardingSettings};
 use cluster_tools::client::{ClusterReceptionist, ReceptionistSettings};
 use domain::Ticker;
 use domain::protocol::{PRICE_AGGREGATOR, PRICING_ROLE, TRADE_EVENTS_ROLE};
@@ -82,7 +82,11 @@ pub async fn start(
         settings,
         lag: telemetry::instruments::events_by_tag_lag(service.node.metrics().meter()),
     };
-    let region = ShardRegion::start_on_node(sharding_settings(), factory, &service.node).await?;
+    // Remembered aggregators are stored in the journal, so they run again after a restart
+    // of every pricing node without waiting for the first wake-up.
+    let mut sharding = sharding_settings();
+    sharding.remember_entities_store = Some(RememberStore::new(stores.journal.clone()));
+    let region = ShardRegion::start_on_node(sharding, factory, &service.node).await?;
     service.sharding.insert(PRICE_AGGREGATOR, region.clone());
     let receptionist = ClusterReceptionist::start(
         service.node.cluster(),
