@@ -11,12 +11,15 @@
 //! one starts, and a new instance rebuilds the allocation from the regions.
 //!
 //! With a remember-entities store ([`ShardingSettings::remember_entities_store`]) it
-//! also loads the remembered shards and entities when it starts (retrying on its tick
-//! while the store is unavailable) and stores what the regions report as started, once
-//! per tick ([`crate::remember`]).
+//! also loads the remembered shards and entities when it starts, and stores what the
+//! regions report as started, once per tick ([`crate::remember`]). The store's reads
+//! and writes run in a task of their own, so an unavailable store never holds up
+//! allocation or hand-offs: the start waits at most [`LOAD_WAIT`] for the load, which
+//! then goes on in the background (shards not hosted by the time it completes are
+//! started with their stored entities).
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use runtime::remote::ResolvedRef;
@@ -27,6 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::allocation::{AllocationSettings, CoordinatorState, Out};
+use crate::hash::ShardId;
 use crate::membership::Membership;
 use crate::protocol::{CoordinatorWire, RegionWire};
 use crate::remember::{RememberLog, RememberStore};
@@ -44,7 +48,17 @@ pub enum CoordinatorMsg {
     /// Housekeeping (every `retry_interval`).
     #[serde(skip)]
     Tick,
+    /// The remember-entities store was read (or could not be).
+    #[serde(skip)]
+    RememberLoaded(Box<Result<RememberLog, String>>),
+    /// Reported ids were written to the remember-entities store (what failed is kept).
+    #[serde(skip)]
+    RememberFlushed(Box<RememberLog>),
 }
+
+/// How long a starting coordinator waits for the remember-entities store before it
+/// handles the regions (the load goes on in the background after that).
+pub const LOAD_WAIT: Duration = Duration::from_secs(5);
 
 /// Start arguments of the coordinator.
 pub struct CoordinatorArgs {
@@ -70,20 +84,22 @@ pub struct CoordinatorActorState {
     hello_ticks: u32,
     refs: HashMap<NodeAddress, ResolvedRef<RegionWire<()>>>,
     tasks: Vec<JoinHandle<()>>,
-    remember: Remember,
+    remember: Option<Remember>,
     type_name: String,
     /// This incarnation, as the writer of the store's events.
     writer: String,
 }
 
 /// The coordinator's side of the remember-entities store.
-enum Remember {
-    /// No durable store: ids live in the coordinator's memory only.
-    Off,
-    /// Not loaded yet (the store was unavailable): no report is stored before the load.
-    Loading(RememberStore, Vec<(crate::hash::ShardId, Vec<String>)>),
-    /// Loaded; reports are stored on the tick.
-    On(RememberLog),
+struct Remember {
+    store: RememberStore,
+    /// The store's contents once loaded; `None` before, and while a flush task has it.
+    log: Option<RememberLog>,
+    loaded: bool,
+    /// Ids the regions reported that the log has not been given yet.
+    reported: Vec<(ShardId, Vec<String>)>,
+    /// A load or flush task is running.
+    busy: bool,
 }
 
 impl ShardCoordinator {
@@ -99,55 +115,81 @@ impl ShardCoordinator {
 }
 
 impl CoordinatorActorState {
-    /// Loads the store if it is not yet, and stores what regions reported since the last
-    /// tick.
-    async fn remember_tick(&mut self) {
-        if let Remember::Loading(store, _) = &self.remember {
-            match RememberLog::load(store.clone(), &self.type_name, &self.writer).await {
-                Ok(mut log) => {
-                    for (shard, ids) in log.remembered() {
-                        self.state.remember(shard, ids.iter().cloned());
-                    }
-                    if let Remember::Loading(_, reported) =
-                        std::mem::replace(&mut self.remember, Remember::Off)
-                    {
-                        for (shard, ids) in reported {
-                            log.note(shard, ids);
-                        }
-                    }
-                    self.remember = Remember::On(log);
-                }
-                Err(e) => {
-                    warn!(type_name = %self.type_name, error = %e, "remembered entities not loaded; retrying on the next tick");
-                }
-            }
+    /// Starts the store's next task, if none runs: the load until it succeeded, then a
+    /// flush of what the regions reported since the last one.
+    fn remember_tick(&mut self, myself: &ActorRef<CoordinatorMsg>) {
+        let Some(r) = &mut self.remember else {
+            return;
+        };
+        if r.busy {
+            return;
         }
-        if let Remember::On(log) = &mut self.remember
-            && log.has_unsaved()
-        {
+        let me = myself.clone();
+        if !r.loaded {
+            r.busy = true;
+            let (store, type_name, writer) =
+                (r.store.clone(), self.type_name.clone(), self.writer.clone());
+            tokio::spawn(async move {
+                let loaded = RememberLog::load(store, &type_name, &writer)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = me.cast(CoordinatorMsg::RememberLoaded(Box::new(loaded)));
+            });
+            return;
+        }
+        if r.reported.is_empty() {
+            return;
+        }
+        let Some(mut log) = r.log.take() else {
+            return;
+        };
+        for (shard, ids) in r.reported.drain(..) {
+            log.note(shard, ids);
+        }
+        if !log.has_unsaved() {
+            r.log = Some(log);
+            return;
+        }
+        r.busy = true;
+        tokio::spawn(async move {
             log.flush().await;
+            let _ = me.cast(CoordinatorMsg::RememberFlushed(Box::new(log)));
+        });
+    }
+
+    /// The store was read: its shards and entities join the allocation.
+    fn remember_loaded(&mut self, loaded: Result<RememberLog, String>) {
+        let Some(r) = &mut self.remember else {
+            return;
+        };
+        r.busy = false;
+        match loaded {
+            Ok(log) => {
+                for (shard, ids) in log.remembered() {
+                    self.state.remember(shard, ids.iter().cloned());
+                }
+                r.log = Some(log);
+                r.loaded = true;
+            }
+            Err(e) => {
+                warn!(type_name = %self.type_name, error = %e, "remembered entities not loaded; retrying on the next tick");
+            }
         }
     }
 
     /// Notes the entity ids a region reports as started, for the store.
     fn note_reported(&mut self, w: &CoordinatorWire) {
-        let reported: Vec<(crate::hash::ShardId, Vec<String>)> = match w {
-            CoordinatorWire::EntitiesStarted { entities, .. } => entities.clone(),
-            CoordinatorWire::Register { shards, .. } => shards
-                .iter()
-                .filter(|(_, ids)| !ids.is_empty())
-                .cloned()
-                .collect(),
-            _ => return,
+        let Some(r) = &mut self.remember else {
+            return;
         };
-        match &mut self.remember {
-            Remember::Off => {}
-            Remember::Loading(_, pending) => pending.extend(reported),
-            Remember::On(log) => {
-                for (shard, ids) in reported {
-                    log.note(shard, ids);
-                }
+        match w {
+            CoordinatorWire::EntitiesStarted { entities, .. } => {
+                r.reported.extend(entities.iter().cloned());
             }
+            CoordinatorWire::Register { shards, .. } => r
+                .reported
+                .extend(shards.iter().filter(|(_, ids)| !ids.is_empty()).cloned()),
+            _ => {}
         }
     }
 
@@ -216,8 +258,14 @@ impl Actor for ShardCoordinator {
         });
         let ticker = myself.send_interval(s.retry_interval, || CoordinatorMsg::Tick);
         let remember = match (&s.remember_entities_store, s.remember_entities) {
-            (Some(store), true) => Remember::Loading(store.clone(), Vec::new()),
-            _ => Remember::Off,
+            (Some(store), true) => Some(Remember {
+                store: store.clone(),
+                log: None,
+                loaded: false,
+                reported: Vec::new(),
+                busy: false,
+            }),
+            _ => None,
         };
         let me_unique = args.remoting.self_address();
         let writer = format!("{}#{}", me_unique.address, me_unique.uid);
@@ -236,8 +284,15 @@ impl Actor for ShardCoordinator {
             writer,
         };
         // Load before the first registration is handled, so that the shards to restart
-        // are known when the coordinator becomes active.
-        st.remember_tick().await;
+        // and their entities are known when the coordinator becomes active.
+        if let Some(r) = &st.remember {
+            let load = RememberLog::load(r.store.clone(), &st.type_name, &st.writer);
+            let loaded = match tokio::time::timeout(LOAD_WAIT, load).await {
+                Ok(loaded) => loaded.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {LOAD_WAIT:?}")),
+            };
+            st.remember_loaded(loaded);
+        }
         Ok(st)
     }
 
@@ -256,7 +311,7 @@ impl Actor for ShardCoordinator {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -270,8 +325,19 @@ impl Actor for ShardCoordinator {
                 st.refs.retain(|a, _| m.is_alive(a));
                 st.state.on_members(m, now)
             }
+            CoordinatorMsg::RememberLoaded(loaded) => {
+                st.remember_loaded(*loaded);
+                Vec::new()
+            }
+            CoordinatorMsg::RememberFlushed(log) => {
+                if let Some(r) = &mut st.remember {
+                    r.log = Some(*log);
+                    r.busy = false;
+                }
+                Vec::new()
+            }
             CoordinatorMsg::Tick => {
-                st.remember_tick().await;
+                st.remember_tick(&myself);
                 let due = now.duration_since(st.last_rebalance) >= st.rebalance_interval;
                 if due {
                     st.last_rebalance = now;
