@@ -429,16 +429,7 @@ async fn management_route_serves_cluster_shard_stats() {
     }
     registry.insert("http", regions[0].clone());
     let (reply_to, mut acks) = ack_sink(&a, "acks").await;
-    let cmds: Vec<(String, u64)> = (0..40u64).map(|i| (format!("h-{i}"), i)).collect();
-    send_until_acked(
-        &regions[0],
-        &reply_to,
-        &mut acks,
-        &cmds,
-        Pace::new(40, 500, 30),
-        |_| {},
-    )
-    .await;
+    bump_each(&regions[0], &reply_to, &mut acks, "h", 40).await;
 
     let base = format!("http://{}/cluster/shards", a.management_addr().unwrap());
     let (status, body) = runtime::http_client::request(
@@ -637,16 +628,7 @@ async fn remembered_entities_run_again_after_every_node_stopped() {
 
     let (a, b, regions, _) = start_cluster().await;
     let (reply_to, mut acks) = ack_sink(&a, "acks").await;
-    let cmds: Vec<(String, u64)> = (0..40u64).map(|i| (format!("d-{i}"), i)).collect();
-    send_until_acked(
-        &regions[0],
-        &reply_to,
-        &mut acks,
-        &cmds,
-        Pace::new(40, 500, 30),
-        |_| {},
-    )
-    .await;
+    bump_each(&regions[0], &reply_to, &mut acks, "d", 40).await;
     // The regions report started entities on their tick, the coordinator stores them on
     // its own: wait until all 40 are in the journal.
     let stored = eventually(Duration::from_secs(10), || async {

@@ -289,6 +289,20 @@ impl Pace {
     }
 }
 
+/// Sends one command to each of the entities `{prefix}-0` .. `{prefix}-{n - 1}`, all in
+/// flight at once, until every one is acknowledged.
+pub async fn bump_each(
+    region: &ShardRegion<Cmd>,
+    reply_to: &RemoteRef<Ack>,
+    acks: &mut mpsc::UnboundedReceiver<Ack>,
+    prefix: &str,
+    n: u64,
+) -> SendReport {
+    let commands: Vec<(String, u64)> = (0..n).map(|i| (format!("{prefix}-{i}"), i)).collect();
+    let pace = Pace::new(commands.len(), 500, 30);
+    send_until_acked(region, reply_to, acks, &commands, pace, |_| {}).await
+}
+
 /// Sends `commands` (entity, command id), at most `pace.window` unacknowledged at a
 /// time, re-sending each one not acknowledged within `pace.retry_after`, until all are
 /// acked. `progress` is called with the number acked so far after each ack.
