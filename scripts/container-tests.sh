@@ -6,7 +6,8 @@
 # then runs the k8s/ manifests as pods on Docker through the Kubernetes harness
 # (tests/k8s-harness): deploy, scale, rolling restart, kill, stop, the discovery variant.
 #
-# Usage: scripts/container-tests.sh [container-suite options]   (e.g. --only crash --keep;
+# Usage: scripts/container-tests.sh [container-suite options]   (e.g. --only crash --keep, or
+#        --soak 20 for the 20-minute soak with random faults;
 #        see `cargo run -p container-tests -- --help`); with options, only the compose suite
 #        runs, unless they include --kubernetes, which runs only the Kubernetes one
 # Environment:

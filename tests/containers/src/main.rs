@@ -24,12 +24,13 @@
 //!
 //! After every fault it checks the invariants of [`ledger`] (nothing confirmed lost, nothing
 //! placed twice, trade ids 1..N, pricing caught up, no rejected write), and it prints the
-//! figures it measured. The project is removed at the end (containers, network, volumes) unless
+//! figures it measured. With `--soak MINUTES` it runs [`soak`] instead of the scenarios. The project is removed at the end (containers, network, volumes) unless
 //! `--keep` is given. `scripts/container-tests.sh` builds the images and runs it.
 
 mod docker;
 mod k8s;
 mod ledger;
+mod soak;
 #[path = "../../support/web.rs"]
 mod web;
 
@@ -64,6 +65,13 @@ struct Cli {
     /// Formation and the steady-state rate only.
     #[arg(long)]
     no_faults: bool,
+    /// Instead of the scenarios, a soak of this many minutes: a random fault every 30-60 s,
+    /// the invariants after each, a table per fault kind and the memory of every container.
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<u64>,
+    /// Seed of the soak's faults (default: from the clock; printed at the start).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Run the Kubernetes scenarios instead: the k8s/ manifests as pods on Docker through the
     /// harness (tests/k8s-harness), deployed and stopped by the deploy scripts.
     #[arg(long)]
@@ -1052,6 +1060,14 @@ async fn run(suite: &mut Suite<'_>, cli: &Cli, started: Instant) -> Result<()> {
     suite.formation(started).await?;
     if cli.no_faults {
         return Ok(());
+    }
+    if let Some(minutes) = cli.soak {
+        let seed = cli.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+        return suite.soak(minutes, seed).await;
     }
     let wanted = |f: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == f);
     if wanted("crash") {

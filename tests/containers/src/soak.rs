@@ -1,0 +1,280 @@
+//! The soak: the compose cluster under load for N minutes, with a random fault every 30-60 s
+//! (`container-suite --soak MINUTES`, or `scripts/container-tests.sh --soak MINUTES`).
+//!
+//! The faults, drawn from a shuffled bag of all five kinds (so each kind comes once in every
+//! five faults), each on a node drawn at random from the trade-processors, the pricing nodes and
+//! two of the three lighthouses:
+//! - **kill**: `docker kill`, then `docker start` (the node rejoins as a new incarnation);
+//! - **partition**: the node's network disconnected for 8 s (below the split-brain resolver's
+//!   stable-after, so nobody is downed), then reconnected;
+//! - **sigterm**: `docker stop` (a graceful leave), then `docker start`;
+//! - **outage**: the MongoDB container stopped for 10 s;
+//! - **slow network**: `tc netem` in the node's network namespace (100 ms +- 20 ms of delay and
+//!   1% loss) for 20 s; on a kernel built without netem (the VMs this project's CI runs on), a
+//!   `tbf` token bucket instead (1 Mbit/s with at most 200 ms of queue), announced in the output.
+//!
+//! After each fault it waits until every member is Up and reachable and every book wrote to
+//! the journal again, then checks the invariants of [`crate::ledger`] (nothing confirmed lost, nothing
+//! placed twice, trade ids 1..N, pricing caught up, no rejected write). It stops at the first
+//! fault after which they do not hold. At the end it prints a table per fault kind (how many,
+//! and the slowest and median time from the fault's end to every book writing again) and each
+//! container's memory at the start and the end. It is not run in CI.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use domain::Ticker;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use crate::docker::docker;
+use crate::{MEMBERS, Suite, address, secs};
+
+/// The kinds of fault, in the order the table lists them.
+const KINDS: [&str; 5] = ["kill", "partition", "sigterm", "outage", "slow network"];
+
+/// The nodes a fault may hit, with their cluster port.
+const TARGETS: [(&str, u16); 6] = [
+    ("trade-processor-0", 5055),
+    ("trade-processor-1", 5055),
+    ("pricing-0", 5055),
+    ("pricing-1", 5055),
+    ("lighthouse-1", 4053),
+    ("lighthouse-2", 4053),
+];
+
+/// Longest wait for the cluster to be whole and every book to trade after a fault.
+const RECOVERY: Duration = Duration::from_secs(180);
+
+impl Suite<'_> {
+    /// Runs the soak for `minutes`; `seed` draws the faults, their targets and their spacing.
+    pub(crate) async fn soak(&mut self, minutes: u64, seed: u64) -> Result<()> {
+        println!("==> soak: {minutes} min, a random fault every 30-60 s (seed {seed})");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let memory_before = self.memory().await?;
+        let deadline = Instant::now() + Duration::from_secs(minutes * 60);
+        let mut recoveries: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+        let mut bag: Vec<&str> = Vec::new();
+        while Instant::now() + Duration::from_secs(60) < deadline {
+            tokio::time::sleep(Duration::from_secs(rng.random_range(30..=60))).await;
+            // Faults come from a shuffled bag of every kind, refilled when empty: random,
+            // and every kind is seen within each five faults.
+            if bag.is_empty() {
+                bag = KINDS.to_vec();
+                bag.shuffle(&mut rng);
+            }
+            let kind = bag.pop().expect("refilled");
+            let (service, port) = TARGETS[rng.random_range(0..TARGETS.len())];
+            let before = self.book_seqs().await?;
+            let target = if kind == "outage" { "mongodb" } else { service };
+            println!("    {kind}: {target}");
+            self.inject(kind, service, port).await?;
+            let t0 = Instant::now();
+            self.all_up(MEMBERS, RECOVERY).await?;
+            self.every_book_writes(&before, RECOVERY).await?;
+            let took = t0.elapsed();
+            self.invariants(&format!("{kind} of {target}")).await?;
+            recoveries.entry(kind).or_default().push(took);
+        }
+        let memory_after = self.memory().await?;
+        println!("==> soak: faults (recovery: from the fault's end to every book writing again)");
+        println!(
+            "    {:<13} {:>6} {:>15} {:>15} {:>10}",
+            "fault", "count", "median recovery", "slowest", "invariants"
+        );
+        for kind in KINDS {
+            let mut times = recoveries.remove(kind).unwrap_or_default();
+            times.sort();
+            let (median, slowest) =
+                match (times.get(times.len().saturating_sub(1) / 2), times.last()) {
+                    (Some(m), Some(s)) => (secs(*m), secs(*s)),
+                    _ => ("-".into(), "-".into()),
+                };
+            println!(
+                "    {kind:<13} {:>6} {median:>15} {slowest:>15} {:>10}",
+                times.len(),
+                if times.is_empty() { "-" } else { "held" }
+            );
+        }
+        println!("==> soak: memory per container (docker stats), at the start and the end");
+        for (name, start) in &memory_before {
+            let end = memory_after.get(name).map_or("gone", String::as_str);
+            println!("    {name:<48} {start:>12} -> {end:>12}");
+        }
+        Ok(())
+    }
+
+    /// Injects one fault of `kind` on `service` and returns once it is over.
+    async fn inject(&mut self, kind: &str, service: &str, port: u16) -> Result<()> {
+        let node = address(service, port);
+        let id = self.project.container(service).await?;
+        match kind {
+            "kill" => {
+                let old = self.member(&node).await?.context("a member")?;
+                docker(&["kill", &id]).await?;
+                // The restart policy does not restart a killed container: start it once the
+                // cluster has seen it go, as an operator (or a StatefulSet) would.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                docker(&["start", &id]).await?;
+                self.rejoined(&node, old.uid, RECOVERY).await
+            }
+            "partition" => {
+                docker(&["network", "disconnect", &self.project.network(), &id]).await?;
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                self.reconnect(&id, service).await
+            }
+            "sigterm" => {
+                let old = self.member(&node).await?.context("a member")?;
+                // Fails unless the node exits 0 within its grace period.
+                self.restart_gracefully(&id).await?;
+                self.rejoined(&node, old.uid, RECOVERY).await
+            }
+            "outage" => {
+                let mongo = self.project.container("mongodb").await?;
+                self.stores = None;
+                docker(&["stop", "--time", "10", &mongo]).await?;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                docker(&["start", &mongo]).await.map(|_| ())
+            }
+            "slow network" => {
+                let pid = docker(&["inspect", "--format", "{{.State.Pid}}", &id]).await?;
+                let pid = pid.trim().to_owned();
+                let links = netns(&pid, &["ip", "-o", "link", "show"]).await?;
+                let devices: Vec<String> = links
+                    .lines()
+                    .filter_map(|l| l.split(':').nth(1))
+                    .map(|d| d.trim().split('@').next().unwrap_or_default().to_owned())
+                    .filter(|d| !d.is_empty() && d != "lo")
+                    .collect();
+                if devices.is_empty() {
+                    bail!("{service} has no network device to slow down");
+                }
+                for dev in &devices {
+                    let netem = [
+                        "tc", "qdisc", "add", "dev", dev, "root", "netem", "delay", "100ms",
+                        "20ms", "loss", "1%",
+                    ];
+                    if let Err(e) = netns(&pid, &netem).await {
+                        if !e.to_string().contains("qdisc kind is unknown") {
+                            return Err(e);
+                        }
+                        // Some kernels (this project's CI VMs among them) are built without
+                        // sch_netem: slow the link down with a token bucket instead, and say so.
+                        println!(
+                            "      this kernel has no netem qdisc: {dev} throttled with tbf \
+                             (1 Mbit/s, 200 ms of queue) instead"
+                        );
+                        let tbf = [
+                            "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "1mbit",
+                            "burst", "32kbit", "latency", "200ms",
+                        ];
+                        netns(&pid, &tbf).await?;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                for dev in &devices {
+                    netns(&pid, &["tc", "qdisc", "del", "dev", dev, "root"]).await?;
+                }
+                Ok(())
+            }
+            other => bail!("unknown fault {other}"),
+        }
+    }
+
+    /// Each book's highest sequence nr in the journal: one cheap query per book, so it can
+    /// be polled however long the journal grows (the invariants read it whole, once per
+    /// fault). Reconnects to the store while it is away.
+    async fn book_seqs(&mut self) -> Result<BTreeMap<Ticker, u64>> {
+        let mut seqs = BTreeMap::new();
+        for t in Ticker::defaults() {
+            let pid = trade_processor::entity::persistence_id(t.as_str());
+            let stores = self.stores().await?;
+            match stores.journal.highest_sequence_nr(&pid, 0).await {
+                Ok(seq) => {
+                    seqs.insert(t, seq);
+                }
+                Err(e) => {
+                    self.stores = None;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(seqs)
+    }
+
+    /// Waits until every book wrote past `before`.
+    async fn every_book_writes(
+        &mut self,
+        before: &BTreeMap<Ticker, u64>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stuck: Vec<String> = match self.book_seqs().await {
+                Ok(now) => before
+                    .iter()
+                    .filter(|(t, n)| now.get(t).copied().unwrap_or(0) <= **n)
+                    .map(|(t, _)| t.to_string())
+                    .collect(),
+                Err(e) => vec![format!("the store: {e}")],
+            };
+            if stuck.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("not writing again {timeout:?} after the fault: {stuck:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Each of the project's containers and its memory use, as `docker stats` reports it.
+    async fn memory(&self) -> Result<BTreeMap<String, String>> {
+        let mut ids = Vec::new();
+        for service in crate::NAMED
+            .iter()
+            .copied()
+            .chain(["mongodb", "pricing-web"])
+        {
+            ids.push(self.project.container(service).await?);
+        }
+        ids.extend(self.project.containers("traders").await?);
+        let mut args = vec![
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}}\t{{.MemUsage}}",
+        ];
+        args.extend(ids.iter().map(String::as_str));
+        let out = docker(&args).await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(name, usage)| {
+                let used = usage.split('/').next().unwrap_or(usage).trim();
+                (name.to_owned(), used.to_owned())
+            })
+            .collect())
+    }
+}
+
+/// Runs a command in the network namespace of the process `pid` (needs root, as Docker does).
+async fn netns(pid: &str, cmd: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new("nsenter")
+        .args(["-t", pid, "-n"])
+        .args(cmd)
+        .output()
+        .await
+        .context("run nsenter (util-linux)")?;
+    if !out.status.success() {
+        bail!(
+            "nsenter -t {pid} -n {}: {}",
+            cmd.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
