@@ -20,8 +20,8 @@
 //! orders all arrived is two numbers.
 //!
 //! # The bound, and the one refusal it costs
-//! A desk keeps one batch per book in flight, so a lost batch opens one gap (a range), and gaps
-//! stay few. A stream holds at most [`MAX_OPEN_GAPS`]; a sender that opens more (one that
+//! A desk keeps one batch per book in flight, so a lost batch opens one gap (a range), and it
+//! re-sends in number order, so the gaps a re-send fills do not split into many: gaps stay few. A stream holds at most [`MAX_OPEN_GAPS`]; a sender that opens more (one that
 //! skips numbers on purpose) closes the lowest gap, and the stream's *floor* rises above it. The
 //! book can no longer tell whether a number below the floor was placed, so it answers
 //! [`Placed::Unknowable`] for it, and the book refuses such an order with an error rather

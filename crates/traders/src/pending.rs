@@ -71,10 +71,13 @@ impl PendingOrders {
             .map(|p| (p.order, now.saturating_duration_since(p.first_sent)))
     }
 
-    /// The orders due to be sent again at `now`, marked as sent now.
+    /// The orders due to be sent again at `now`, marked as sent now, in id order: the order
+    /// the desk numbered them in, so that a book meets them in rising numbers and the gaps
+    /// they fill do not split into many (`domain::dedup` bounds the gaps a stream keeps).
     pub fn due(&mut self, now: Instant) -> Vec<Order> {
         let base = self.retry_after;
-        self.orders
+        let mut due: Vec<Order> = self
+            .orders
             .values_mut()
             .filter(|p| {
                 now.saturating_duration_since(p.last_sent)
@@ -85,7 +88,9 @@ impl PendingOrders {
                 p.resends += 1;
                 p.order
             })
-            .collect()
+            .collect();
+        due.sort_unstable_by_key(|o| o.id);
+        due
     }
 
     /// Orders waiting for confirmation.
@@ -146,6 +151,21 @@ mod tests {
         );
         assert_eq!(p.settled(OrderId::from_u128(1), t0), None);
         assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn due_orders_come_in_id_order() {
+        let t0 = Instant::now();
+        let mut p = PendingOrders::new(Duration::from_secs(1), 1_000);
+        for n in (1..=500).rev() {
+            assert!(p.sent(order(n), t0));
+        }
+        let due: Vec<u128> = p
+            .due(t0 + Duration::from_secs(1))
+            .iter()
+            .map(|o| o.id.as_u128())
+            .collect();
+        assert_eq!(due, (1..=500).collect::<Vec<_>>());
     }
 
     #[test]
