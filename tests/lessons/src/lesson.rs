@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
 
+use crate::pattern::Numbers;
+
 /// How long a `sh run` block may take unless it says `timeout=`.
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long an output block of a terminal waits for a match unless it says `wait=`.
@@ -36,6 +38,8 @@ pub enum Step {
     Output {
         line: usize,
         expected: String,
+        /// `numbers=exact`: the block's digits are literal.
+        numbers: Numbers,
         source: OutputSource,
         wait: Duration,
     },
@@ -246,9 +250,17 @@ impl Lesson {
                 if body.trim().is_empty() {
                     bail!("line {line}: an empty output block checks nothing");
                 }
+                let numbers = match option("numbers") {
+                    None => Numbers::Any,
+                    Some("exact") => Numbers::Exact,
+                    Some(other) => {
+                        bail!("line {line}: `numbers={other}`: the one value is `exact`")
+                    }
+                };
                 self.steps.push(Step::Output {
                     line,
                     expected: body,
+                    numbers,
                     source,
                     wait,
                 });
@@ -349,6 +361,7 @@ mod tests {
                 Step::Output {
                     line: 10,
                     expected: "hi\n".into(),
+                    numbers: Numbers::Any,
                     source: OutputSource::PreviousRun,
                     wait: Duration::ZERO
                 },
@@ -360,6 +373,7 @@ mod tests {
                 Step::Output {
                     line: 18,
                     expected: "listening\n".into(),
+                    numbers: Numbers::Any,
                     source: OutputSource::Terminal("web".into()),
                     wait: Duration::from_secs(10)
                 },

@@ -1,7 +1,7 @@
 //! "What you should see": an output block as a pattern over the real output. Each non-blank
 //! line must match a line of the output, in order (the lessons show output trimmed); within a
-//! line a run of digits matches any run of digits, `...` any text, a run of spaces any run of
-//! spaces, and the rest is literal.
+//! line a run of digits matches any run of digits (unless the block says `numbers=exact`), `...`
+//! any text, a run of spaces any run of spaces, and the rest is literal.
 
 use regex::Regex;
 
@@ -19,13 +19,29 @@ pub struct Mismatch {
     pub matched: usize,
 }
 
+/// How an output block's digits match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Numbers {
+    /// A run of digits matches any run of digits (ports, prices, counts, times).
+    #[default]
+    Any,
+    /// Digits are literal: for a block that waits for a state (`members: 9 (up=9)`,
+    /// `unreachable: 0`).
+    Exact,
+}
+
 impl Expected {
+    /// A block whose runs of digits match any digits.
     pub fn new(block: &str) -> Expected {
+        Expected::with_numbers(block, Numbers::Any)
+    }
+
+    pub fn with_numbers(block: &str, numbers: Numbers) -> Expected {
         let lines = block
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .map(|l| (l.to_string(), line_regex(l)))
+            .map(|l| (l.to_string(), line_regex(l, numbers)))
             .collect();
         Expected { lines }
     }
@@ -46,14 +62,14 @@ impl Expected {
     }
 }
 
-fn line_regex(line: &str) -> Regex {
+fn line_regex(line: &str, numbers: Numbers) -> Regex {
     let mut re = String::from(r"^\s*");
     let mut rest = line;
     while let Some(c) = rest.chars().next() {
         if let Some(r) = rest.strip_prefix("...") {
             re.push_str(".*?");
             rest = r;
-        } else if c.is_ascii_digit() {
+        } else if c.is_ascii_digit() && numbers == Numbers::Any {
             re.push_str(r"\d+");
             rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
         } else if c.is_whitespace() {
@@ -126,6 +142,17 @@ mod tests {
             e.check("akka.tcp://AkkaTrader@127.0.0.1:port | [lighthouse] | up | 0.1.0 |")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn exact_numbers_are_literal() {
+        let e = Expected::with_numbers("members: 9 (up=9)\nunreachable: 0", Numbers::Exact);
+        assert!(e.check("members: 9 (up=9)\nunreachable: 0").is_ok());
+        assert!(e.check("members: 9 (up=8)\nunreachable: 0").is_err());
+        assert!(e.check("members: 9 (up=9)\nunreachable: 1").is_err());
+        assert!(e.check("members: 19 (up=9)\nunreachable: 0").is_err());
+        let e = Expected::with_numbers("members: ... (up=9)", Numbers::Exact);
+        assert!(e.check("members: 10 (up=9)").is_ok());
     }
 
     #[test]

@@ -223,12 +223,13 @@ impl Session {
                             Some(Step::Output {
                                 source: OutputSource::PreviousRun,
                                 expected,
+                                numbers,
                                 ..
                             }),
-                        ) => Some(expected.as_str()),
+                        ) => Some(Expected::with_numbers(expected, *numbers)),
                         _ => None,
                     };
-                    self.run_block(*line, script, *timeout, *retry, *exit, expected)
+                    self.run_block(*line, script, *timeout, *retry, *exit, expected.as_ref())
                         .with_context(|| format!("line {line}: `sh run` block"))?;
                     if expected.is_some() {
                         i += 1;
@@ -242,10 +243,11 @@ impl Session {
                 Step::Output {
                     line,
                     expected,
+                    numbers,
                     source,
                     wait,
                 } => {
-                    self.check_output(expected, source, *wait)
+                    self.check_output(&Expected::with_numbers(expected, *numbers), source, *wait)
                         .with_context(|| format!("line {line}: output block"))?;
                 }
                 Step::CtrlC { line, name } => {
@@ -294,7 +296,7 @@ impl Session {
         timeout: Duration,
         retry: Option<Duration>,
         exit: i32,
-        expected: Option<&str>,
+        expected: Option<&Expected>,
     ) -> Result<()> {
         let deadline = retry.map(|r| Instant::now() + r);
         let mut attempt = 0;
@@ -353,7 +355,7 @@ impl Session {
             };
             let output = std::fs::read_to_string(&out).unwrap_or_default();
             let matched = match expected {
-                Some(e) => Expected::new(e).check(&output).map_err(|m| m.expected_line),
+                Some(e) => e.check(&output).map_err(|m| m.expected_line),
                 None => Ok(()),
             };
             if code == exit && matched.is_ok() {
@@ -401,11 +403,10 @@ impl Session {
 
     fn check_output(
         &mut self,
-        expected: &str,
+        pattern: &Expected,
         source: &OutputSource,
         wait: Duration,
     ) -> Result<()> {
-        let pattern = Expected::new(expected);
         match source {
             OutputSource::PreviousRun => {
                 let output = self.last_output.as_deref().unwrap_or("");
