@@ -73,6 +73,13 @@ pub async fn read_books(stores: &Stores) -> Result<BTreeMap<Ticker, BookLedger>>
     Ok(books)
 }
 
+/// A book's highest sequence number in the journal: one cheap query, so it can be polled
+/// however long the journal grows (the invariants read the journal whole, once per check).
+pub async fn book_seq(stores: &Stores, ticker: Ticker) -> Result<u64> {
+    let pid = trade_processor::entity::persistence_id(ticker.as_str());
+    Ok(stores.journal.highest_sequence_nr(&pid, 0).await?)
+}
+
 /// Every order in the blotters under `dir`: (ticker, order id). A line cut short by a kill
 /// can only be the last of its file; it is skipped.
 pub fn read_blotters(dir: &Path) -> Result<Vec<(String, String)>> {

@@ -114,6 +114,31 @@ struct Member {
     app_version: String,
 }
 
+/// What "a book moves again" is measured by.
+#[derive(Clone, Copy, Debug)]
+enum Progress {
+    /// Its last trade id grows (the book matches orders): reads the books whole.
+    Trades,
+    /// Its journal's sequence number grows (it writes): one query per book, for polling.
+    Writes,
+}
+
+impl Progress {
+    fn verb(self) -> &'static str {
+        match self {
+            Progress::Trades => "trading",
+            Progress::Writes => "writing",
+        }
+    }
+
+    fn poll(self) -> Duration {
+        match self {
+            Progress::Trades => Duration::from_millis(500),
+            Progress::Writes => Duration::from_millis(250),
+        }
+    }
+}
+
 struct Suite<'a> {
     project: &'a Project,
     blotters: PathBuf,
@@ -198,8 +223,7 @@ impl PauseSampler {
             };
             loop {
                 for t in Ticker::defaults() {
-                    let pid = trade_processor::entity::persistence_id(t.as_str());
-                    let Ok(seq) = stores.journal.highest_sequence_nr(&pid, 0).await else {
+                    let Ok(seq) = ledger::book_seq(&stores, t).await else {
                         continue;
                     };
                     let now = Instant::now();
@@ -404,27 +428,52 @@ impl Suite<'_> {
             .collect())
     }
 
-    /// Waits until every book traded past `before`; returns when.
-    async fn every_book_trades(
+    /// Each book's progress as `by` measures it.
+    async fn progress(&mut self, by: Progress) -> Result<BTreeMap<Ticker, u64>> {
+        match by {
+            Progress::Trades => self.last_trades().await,
+            Progress::Writes => {
+                let mut seqs = BTreeMap::new();
+                for t in Ticker::defaults() {
+                    let stores = self.stores().await?;
+                    seqs.insert(t, ledger::book_seq(stores, t).await?);
+                }
+                Ok(seqs)
+            }
+        }
+    }
+
+    /// Waits until every book moved past `before`, as `by` measures it. The store may be
+    /// away meanwhile (a fault can be its outage): the client is opened again until then.
+    async fn every_book_moves(
         &mut self,
+        by: Progress,
         before: &BTreeMap<Ticker, u64>,
         timeout: Duration,
     ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let now = self.last_trades().await?;
-            let stuck: Vec<_> = before
-                .iter()
-                .filter(|(t, n)| now.get(t).copied().unwrap_or(0) <= **n)
-                .map(|(t, _)| t.to_string())
-                .collect();
+            let stuck: Vec<String> = match self.progress(by).await {
+                Ok(now) => before
+                    .iter()
+                    .filter(|(t, n)| now.get(t).copied().unwrap_or(0) <= **n)
+                    .map(|(t, _)| t.to_string())
+                    .collect(),
+                Err(e) => {
+                    self.stores = None;
+                    vec![format!("the store: {e:#}")]
+                }
+            };
             if stuck.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("books not trading after {timeout:?}: {stuck:?}");
+                bail!(
+                    "books not {} {timeout:?} after the fault: {stuck:?}",
+                    by.verb()
+                );
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(by.poll()).await;
         }
     }
 
@@ -577,7 +626,7 @@ impl Suite<'_> {
             },
         )
         .await?;
-        self.every_book_trades(&before, Duration::from_secs(120))
+        self.every_book_moves(Progress::Trades, &before, Duration::from_secs(120))
             .await?;
         self.figure(
             "crash: every book trading again after kill",
@@ -1002,7 +1051,7 @@ impl Suite<'_> {
             bail!("no trade-processor logged an error or warning while the store was down");
         }
         let before = self.wait_for_store().await?;
-        self.every_book_trades(&before, Duration::from_secs(120))
+        self.every_book_moves(Progress::Trades, &before, Duration::from_secs(120))
             .await?;
         self.figure(
             "outage: every book trading again after the store came back",

@@ -18,20 +18,21 @@
 //! placed twice, trade ids 1..N, pricing caught up, no rejected write). It stops at the first
 //! fault after which they do not hold. At the end it prints a table per fault kind (how many,
 //! and the slowest and median time from the fault's end to every book writing again) and each
-//! container's memory at the start and the end. It is not run in CI.
+//! container's memory at the start, every [`MEMORY_EVERY`] and at the end, so a reader sees
+//! whether it levels off (a value marked `*` belongs to a container that a kill or SIGTERM
+//! restarted since the previous sample). It is not run in CI.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use domain::Ticker;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::docker::docker;
-use crate::{MEMBERS, Suite, address, secs};
+use crate::{MEMBERS, Progress, Suite, address, secs};
 
 /// The kinds of fault, in the order the table lists them.
 const KINDS: [&str; 5] = ["kill", "partition", "sigterm", "outage", "slow network"];
@@ -46,6 +47,9 @@ const TARGETS: [(&str, u16); 6] = [
     ("lighthouse-2", 4053),
 ];
 
+/// How often the soak samples each container's memory.
+const MEMORY_EVERY: Duration = Duration::from_secs(10 * 60);
+
 /// Longest wait for the cluster to be whole and every book to trade after a fault.
 const RECOVERY: Duration = Duration::from_secs(180);
 
@@ -54,8 +58,11 @@ impl Suite<'_> {
     pub(crate) async fn soak(&mut self, minutes: u64, seed: u64) -> Result<()> {
         println!("==> soak: {minutes} min, a random fault every 30-60 s (seed {seed})");
         let mut rng = StdRng::seed_from_u64(seed);
-        let memory_before = self.memory().await?;
-        let deadline = Instant::now() + Duration::from_secs(minutes * 60);
+        let started = Instant::now();
+        // (minutes since the start, memory per container, services restarted since the last)
+        let mut samples = vec![(0, self.memory().await?, BTreeSet::new())];
+        let mut restarted: BTreeSet<&str> = BTreeSet::new();
+        let deadline = started + Duration::from_secs(minutes * 60);
         let mut recoveries: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
         let mut bag: Vec<&str> = Vec::new();
         while Instant::now() + Duration::from_secs(60) < deadline {
@@ -68,18 +75,27 @@ impl Suite<'_> {
             }
             let kind = bag.pop().expect("refilled");
             let (service, port) = TARGETS[rng.random_range(0..TARGETS.len())];
-            let before = self.book_seqs().await?;
+            let before = self.progress(Progress::Writes).await?;
             let target = if kind == "outage" { "mongodb" } else { service };
             println!("    {kind}: {target}");
             self.inject(kind, service, port).await?;
             let t0 = Instant::now();
             self.all_up(MEMBERS, RECOVERY).await?;
-            self.every_book_writes(&before, RECOVERY).await?;
+            self.every_book_moves(Progress::Writes, &before, RECOVERY)
+                .await?;
             let took = t0.elapsed();
             self.invariants(&format!("{kind} of {target}")).await?;
             recoveries.entry(kind).or_default().push(took);
+            if matches!(kind, "kill" | "sigterm") {
+                restarted.insert(service);
+            }
+            let minute = started.elapsed().as_secs() / 60;
+            if minute >= samples.last().map_or(0, |s| s.0) + MEMORY_EVERY.as_secs() / 60 {
+                samples.push((minute, self.memory().await?, std::mem::take(&mut restarted)));
+            }
         }
-        let memory_after = self.memory().await?;
+        let minute = started.elapsed().as_secs() / 60;
+        samples.push((minute, self.memory().await?, restarted));
         println!("==> soak: faults (recovery: from the fault's end to every book writing again)");
         println!(
             "    {:<13} {:>6} {:>15} {:>15} {:>10}",
@@ -99,10 +115,29 @@ impl Suite<'_> {
                 if times.is_empty() { "-" } else { "held" }
             );
         }
-        println!("==> soak: memory per container (docker stats), at the start and the end");
-        for (name, start) in &memory_before {
-            let end = memory_after.get(name).map_or("gone", String::as_str);
-            println!("    {name:<48} {start:>12} -> {end:>12}");
+        println!(
+            "==> soak: memory per container (docker stats) by minute; * = restarted by a fault since the previous sample"
+        );
+        let mut header = format!("    {:<20}", "container");
+        for (minute, _, _) in &samples {
+            header.push_str(&format!(" {:>11}", format!("{minute} min")));
+        }
+        println!("{header}");
+        for name in samples[0].1.keys() {
+            // Compose names containers PROJECT_SERVICE_N: the service (and N, for the
+            // traders, of which there are several), and which service a fault restarted.
+            let label = name
+                .strip_prefix(&format!("{}_", self.project.name))
+                .unwrap_or(name)
+                .trim_end_matches("_1");
+            let service = label.split('_').next().unwrap_or(label);
+            let mut line = format!("    {label:<20}");
+            for (_, memory, restarted) in &samples {
+                let used = memory.get(name).map_or("gone", String::as_str);
+                let mark = if restarted.contains(service) { "*" } else { "" };
+                line.push_str(&format!(" {:>11}", format!("{used}{mark}")));
+            }
+            println!("{line}");
         }
         Ok(())
     }
@@ -181,53 +216,6 @@ impl Suite<'_> {
                 Ok(())
             }
             other => bail!("unknown fault {other}"),
-        }
-    }
-
-    /// Each book's highest sequence nr in the journal: one cheap query per book, so it can
-    /// be polled however long the journal grows (the invariants read it whole, once per
-    /// fault). Reconnects to the store while it is away.
-    async fn book_seqs(&mut self) -> Result<BTreeMap<Ticker, u64>> {
-        let mut seqs = BTreeMap::new();
-        for t in Ticker::defaults() {
-            let pid = trade_processor::entity::persistence_id(t.as_str());
-            let stores = self.stores().await?;
-            match stores.journal.highest_sequence_nr(&pid, 0).await {
-                Ok(seq) => {
-                    seqs.insert(t, seq);
-                }
-                Err(e) => {
-                    self.stores = None;
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(seqs)
-    }
-
-    /// Waits until every book wrote past `before`.
-    async fn every_book_writes(
-        &mut self,
-        before: &BTreeMap<Ticker, u64>,
-        timeout: Duration,
-    ) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let stuck: Vec<String> = match self.book_seqs().await {
-                Ok(now) => before
-                    .iter()
-                    .filter(|(t, n)| now.get(t).copied().unwrap_or(0) <= **n)
-                    .map(|(t, _)| t.to_string())
-                    .collect(),
-                Err(e) => vec![format!("the store: {e}")],
-            };
-            if stuck.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("not writing again {timeout:?} after the fault: {stuck:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
