@@ -18,7 +18,9 @@
 //! then goes on in the background (shards not hosted by the time it completes are
 //! started with their stored entities).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures::FutureExt;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -93,13 +95,21 @@ pub struct CoordinatorActorState {
 /// The coordinator's side of the remember-entities store.
 struct Remember {
     store: RememberStore,
-    /// The store's contents once loaded; `None` before, and while a flush task has it.
-    log: Option<RememberLog>,
-    loaded: bool,
-    /// Ids the regions reported that the log has not been given yet.
-    reported: Vec<(ShardId, Vec<String>)>,
-    /// A load or flush task is running.
-    busy: bool,
+    log: LogState,
+    /// Ids the regions reported that the log has not been given yet, per shard. A set: a
+    /// region reports its ids again until it hears back, and while the store cannot be read
+    /// this is bounded by the distinct ids, not by the reports.
+    reported: BTreeMap<ShardId, BTreeSet<String>>,
+}
+
+/// Where the coordinator's copy of the store stands.
+enum LogState {
+    /// Not read yet, or the last read failed; `reading` while a read task runs.
+    Unread { reading: bool },
+    /// Read, and no task has it: the next tick flushes what was reported.
+    Idle(RememberLog),
+    /// A flush task has it.
+    Flushing,
 }
 
 impl ShardCoordinator {
@@ -121,40 +131,34 @@ impl CoordinatorActorState {
         let Some(r) = &mut self.remember else {
             return;
         };
-        if r.busy {
-            return;
-        }
         let me = myself.clone();
-        if !r.loaded {
-            r.busy = true;
-            let (store, type_name, writer) =
-                (r.store.clone(), self.type_name.clone(), self.writer.clone());
-            tokio::spawn(async move {
-                let loaded = RememberLog::load(store, &type_name, &writer)
-                    .await
-                    .map_err(|e| e.to_string());
-                let _ = me.cast(CoordinatorMsg::RememberLoaded(Box::new(loaded)));
-            });
-            return;
+        match std::mem::replace(&mut r.log, LogState::Flushing) {
+            LogState::Unread { reading: false } => {
+                r.log = LogState::Unread { reading: true };
+                let (store, type_name, writer) =
+                    (r.store.clone(), self.type_name.clone(), self.writer.clone());
+                tokio::spawn(async move {
+                    let loaded = RememberLog::load(store, &type_name, &writer)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = me.cast(CoordinatorMsg::RememberLoaded(Box::new(loaded)));
+                });
+            }
+            LogState::Idle(mut log) => {
+                for (shard, ids) in std::mem::take(&mut r.reported) {
+                    log.note(shard, ids);
+                }
+                if !log.has_unsaved() {
+                    r.log = LogState::Idle(log);
+                    return;
+                }
+                tokio::spawn(async move {
+                    log.flush().await;
+                    let _ = me.cast(CoordinatorMsg::RememberFlushed(Box::new(log)));
+                });
+            }
+            busy @ (LogState::Unread { reading: true } | LogState::Flushing) => r.log = busy,
         }
-        if r.reported.is_empty() {
-            return;
-        }
-        let Some(mut log) = r.log.take() else {
-            return;
-        };
-        for (shard, ids) in r.reported.drain(..) {
-            log.note(shard, ids);
-        }
-        if !log.has_unsaved() {
-            r.log = Some(log);
-            return;
-        }
-        r.busy = true;
-        tokio::spawn(async move {
-            log.flush().await;
-            let _ = me.cast(CoordinatorMsg::RememberFlushed(Box::new(log)));
-        });
     }
 
     /// The store was read: its shards and entities join the allocation.
@@ -162,16 +166,15 @@ impl CoordinatorActorState {
         let Some(r) = &mut self.remember else {
             return;
         };
-        r.busy = false;
         match loaded {
             Ok(log) => {
                 for (shard, ids) in log.remembered() {
                     self.state.remember(shard, ids.iter().cloned());
                 }
-                r.log = Some(log);
-                r.loaded = true;
+                r.log = LogState::Idle(log);
             }
             Err(e) => {
+                r.log = LogState::Unread { reading: false };
                 warn!(type_name = %self.type_name, error = %e, "remembered entities not loaded; retrying on the next tick");
             }
         }
@@ -184,11 +187,21 @@ impl CoordinatorActorState {
         };
         match w {
             CoordinatorWire::EntitiesStarted { entities, .. } => {
-                r.reported.extend(entities.iter().cloned());
+                for (shard, ids) in entities {
+                    r.reported
+                        .entry(*shard)
+                        .or_default()
+                        .extend(ids.iter().cloned());
+                }
             }
-            CoordinatorWire::Register { shards, .. } => r
-                .reported
-                .extend(shards.iter().filter(|(_, ids)| !ids.is_empty()).cloned()),
+            CoordinatorWire::Register { shards, .. } => {
+                for (shard, ids) in shards.iter().filter(|(_, ids)| !ids.is_empty()) {
+                    r.reported
+                        .entry(*shard)
+                        .or_default()
+                        .extend(ids.iter().cloned());
+                }
+            }
             _ => {}
         }
     }
@@ -199,23 +212,11 @@ impl CoordinatorActorState {
                 self.remoting
                     .resolve(&RemoteRef::new(node.clone(), self.region_name.clone()))
             });
-            let fut = r.send(&msg, None, SendPolicy::Fail);
-            // `Fail` never waits: the future completes on first poll.
-            if let Some(Err(e)) = futures_poll_once(fut) {
+            // `Fail` never waits: the future completes on its first poll.
+            if let Some(Err(e)) = r.send(&msg, None, SendPolicy::Fail).now_or_never() {
                 debug!(to = %node, error = %e, "coordinator message not sent; the protocol re-sends");
             }
         }
-    }
-}
-
-/// Polls a future that is known to complete without waiting (a send with
-/// `SendPolicy::Fail`); `None` if it would have waited.
-pub(crate) fn futures_poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
-    use std::task::{Context, Poll, Waker};
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => Some(v),
-        Poll::Pending => None,
     }
 }
 
@@ -260,10 +261,8 @@ impl Actor for ShardCoordinator {
         let remember = match (&s.remember_entities_store, s.remember_entities) {
             (Some(store), true) => Some(Remember {
                 store: store.clone(),
-                log: None,
-                loaded: false,
-                reported: Vec::new(),
-                busy: false,
+                log: LogState::Unread { reading: false },
+                reported: BTreeMap::new(),
             }),
             _ => None,
         };
@@ -331,8 +330,7 @@ impl Actor for ShardCoordinator {
             }
             CoordinatorMsg::RememberFlushed(log) => {
                 if let Some(r) = &mut st.remember {
-                    r.log = Some(*log);
-                    r.busy = false;
+                    r.log = LogState::Idle(*log);
                 }
                 Vec::new()
             }

@@ -59,6 +59,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
     SupervisionEvent,
@@ -71,7 +72,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::coordinator::futures_poll_once;
 use crate::entity::{EntityContext, EntityFactory, EntityMsg};
 use crate::hash::{ShardId, shard_of};
 use crate::membership::{MemberStatus, Membership};
@@ -1505,8 +1505,9 @@ where
                     hops: 1,
                     msg,
                 };
-                if let Some(Ok(())) =
-                    futures_poll_once(r.send(&wire, trace_context, SendPolicy::Fail))
+                if let Some(Ok(())) = r
+                    .send(&wire, trace_context, SendPolicy::Fail)
+                    .now_or_never()
                 {
                     self.counters.sent_remote.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
