@@ -230,6 +230,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_without_gaps_costs_under_100_bytes_of_snapshot() {
+        // The largest such stream: a v8 id with the highest number and a floor as long.
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut stream = crate::OrderStream::random(&mut rng);
+        let last = stream.next_id();
+        let marks = StreamMarks {
+            last: OrderId::from_stream(last.stream(), crate::order::MAX_SEQ),
+            floor: crate::order::MAX_SEQ,
+            gaps: Vec::new(),
+        };
+        let json = serde_json::to_string(&marks).unwrap();
+        assert!(json.len() < 100, "{} bytes: {json}", json.len());
+    }
+
+    #[test]
     fn numbers_above_the_mark_and_in_gaps_are_new_and_the_rest_were_placed() {
         let mut p = PlacedOrders::default();
         for seq in [1, 2, 5, 9] {
