@@ -91,7 +91,14 @@ impl Suite<'_> {
             }
             let minute = started.elapsed().as_secs() / 60;
             if minute >= samples.last().map_or(0, |s| s.0) + MEMORY_EVERY.as_secs() / 60 {
-                samples.push((minute, self.memory().await?, std::mem::take(&mut restarted)));
+                let memory = self.memory().await?;
+                // Printed as taken too, so a soak that stops early still shows the trend.
+                let line: Vec<String> = memory
+                    .iter()
+                    .map(|(n, m)| format!("{} {m}", self.label(n)))
+                    .collect();
+                println!("    memory at {minute} min: {}", line.join(", "));
+                samples.push((minute, memory, std::mem::take(&mut restarted)));
             }
         }
         let minute = started.elapsed().as_secs() / 60;
@@ -124,12 +131,7 @@ impl Suite<'_> {
         }
         println!("{header}");
         for name in samples[0].1.keys() {
-            // Compose names containers PROJECT_SERVICE_N: the service (and N, for the
-            // traders, of which there are several), and which service a fault restarted.
-            let label = name
-                .strip_prefix(&format!("{}_", self.project.name))
-                .unwrap_or(name)
-                .trim_end_matches("_1");
+            let label = self.label(name);
             let service = label.split('_').next().unwrap_or(label);
             let mut line = format!("    {label:<20}");
             for (_, memory, restarted) in &samples {
@@ -217,6 +219,14 @@ impl Suite<'_> {
             }
             other => bail!("unknown fault {other}"),
         }
+    }
+
+    /// A container's name without the project: compose names containers PROJECT_SERVICE_N,
+    /// so this is the service, with `_N` only where there are several (the traders).
+    fn label<'n>(&self, name: &'n str) -> &'n str {
+        name.strip_prefix(&format!("{}_", self.project.name))
+            .unwrap_or(name)
+            .trim_end_matches("_1")
     }
 
     /// Each of the project's containers and its memory use, as `docker stats` reports it.
