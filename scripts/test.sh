@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The project's one test command (README "Test it"): formatting, lints, every test, the
-# container fault suite (scripts/container-tests.sh, which needs a running Docker engine), then
-# every workshop lesson run as a reader would (scripts/check-lessons.sh).
+# The project's one test command (README "Test it"): formatting, lints, every test, a fuzzing
+# smoke (scripts/fuzz.sh), the container fault suite (scripts/container-tests.sh, which needs a
+# running Docker engine), then every workshop lesson run as a reader would
+# (scripts/check-lessons.sh).
 #
 # It installs nothing system-wide by itself except what a test needs and is missing
 # (see the sections below), so it works on a fresh machine and stays fast on a warm one.
@@ -49,6 +50,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# Every fuzz target (fuzz/README.md) for 20 s from the committed corpus: what a stranger can send
+# to a node, a journal, the dashboard or the management API.
+echo "==> fuzzing smoke"
+scripts/fuzz.sh --smoke
 
 # The container fault suite: the images built without a registry, the whole cluster as
 # containers, faults injected and the journal checked from outside (tests/containers).

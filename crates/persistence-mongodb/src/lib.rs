@@ -126,7 +126,7 @@
 
 #![warn(missing_docs)]
 
-mod convert;
+pub mod convert;
 
 use std::time::Duration;
 

@@ -110,7 +110,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("unknown unit {unit:?} (ms, s, m, h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| "duration too long".to_string())
 }
 
 /// Command-line flags (each also read from its environment variable) shared by every
@@ -780,6 +780,24 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    /// Found by the `config` fuzz target (fuzz/README.md): a number of seconds beyond what a
+    /// `Duration` holds made `Duration::from_secs_f64` panic, so a service given such a flag
+    /// or variable crashed at start instead of naming the bad value.
+    #[test]
+    fn a_duration_too_long_to_hold_is_an_error_not_a_panic() {
+        let huge = "5051111111111111111111111111111111111111111111111111111111115";
+        assert_eq!(parse_duration(huge), Err("duration too long".to_string()));
+        assert!(parse_duration(&format!("{huge}h")).is_err());
+        let a = NodeArgs {
+            seeds: Some("127.0.0.1:4053".into()),
+            heartbeat_interval: Some(huge.into()),
+            ..NodeArgs::default()
+        };
+        let e = a.resolve(&ServiceDefaults::default()).unwrap_err();
+        assert_eq!(e.variable, "CLUSTER_HEARTBEAT_INTERVAL");
+        assert_eq!(e.reason, "duration too long");
     }
 
     #[test]

@@ -369,6 +369,14 @@ impl Remoting {
         self.inner.bound_port
     }
 
+    /// The names other nodes can address on this node (see [`Remoting::register`]), sorted.
+    pub fn registered_names(&self) -> Vec<String> {
+        let reg = self.inner.registry.read().expect("registry lock").clone();
+        let mut names: Vec<String> = reg.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Makes the actor reachable from other nodes as `name`: each message is decoded
     /// as `M` and cast into the actor's mailbox.
     pub fn register<M>(&self, name: &str, actor: ActorRef<M>)
