@@ -19,10 +19,9 @@
 //! started with their stored entities).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-use futures::FutureExt;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use runtime::remote::ResolvedRef;
 use runtime::{NodeAddress, RemoteRef, Remoting, SendPolicy};

@@ -36,6 +36,7 @@ impl Expected {
         Expected::with_numbers(block, Numbers::Any)
     }
 
+    /// A block whose runs of digits match as `numbers` says.
     pub fn with_numbers(block: &str, numbers: Numbers) -> Expected {
         let lines = block
             .lines()
