@@ -97,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
         let mut bytes = if mode & 1 == 0 {
             rest.to_vec()
         } else {
-            envelopes(rest, &node.names)
+            envelopes(rest, &node.names())
         };
         bytes.extend_from_slice(&probe());
         // Then end the stream: a frame the input left unfinished ends there too, instead of

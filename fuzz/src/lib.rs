@@ -51,8 +51,6 @@ pub struct FuzzNode {
     pub service: ServiceNode,
     /// Its management API.
     pub management: SocketAddr,
-    /// The names its transport delivers to, sorted.
-    pub names: Vec<String>,
     _books: ShardRegion<trade_processor::OrderBookMsg>,
     _pricing: pricing::Pricing,
 }
@@ -90,21 +88,26 @@ impl FuzzNode {
         )
         .await
         .expect("pricing starts");
+        let management = service.node.management_addr().expect("management is on");
+        let node = FuzzNode {
+            service,
+            management,
+            _books: books,
+            _pricing: pricing,
+        };
         for _ in 0..200 {
-            if service.node.cluster().state().self_status == Some(MemberStatus::Up) {
+            if node.is_up() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let management = service.node.management_addr().expect("management is on");
-        let names = service.node.remoting().registered_names();
-        FuzzNode {
-            service,
-            management,
-            names,
-            _books: books,
-            _pricing: pricing,
-        }
+        node
+    }
+
+    /// The names its transport delivers to, sorted. Read at each call: some register after
+    /// the node is Up (the shard coordinator, a singleton, starts once the node is the oldest).
+    pub fn names(&self) -> Vec<String> {
+        self.service.node.remoting().registered_names()
     }
 
     /// Whether the node is an Up member (an input may have made it leave or be downed).
