@@ -103,13 +103,21 @@ impl CircuitBreaker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn admit(&self) -> Result<()> {
+    /// Lets a call through, or refuses it. An admitted call that is the half-open trial comes
+    /// with `Trial::armed`, so that dropping it unfinished re-opens the trial (see [`Trial`]).
+    fn admit(&self) -> Result<Trial<'_>> {
         let mut st = self.lock();
         match *st {
-            BreakerState::Closed { .. } => Ok(()),
+            BreakerState::Closed { .. } => Ok(Trial {
+                breaker: self,
+                armed: false,
+            }),
             BreakerState::Open { until } if Instant::now() >= until => {
                 *st = BreakerState::HalfOpen;
-                Ok(())
+                Ok(Trial {
+                    breaker: self,
+                    armed: true,
+                })
             }
             BreakerState::Open { until } => Err(PersistenceError::Unavailable(format!(
                 "circuit breaker open after repeated store failures; next try in {} ms",
@@ -151,7 +159,7 @@ impl CircuitBreaker {
     where
         F: Future<Output = Result<T>>,
     {
-        self.admit()?;
+        let mut trial = self.admit()?;
         let result = match tokio::time::timeout(self.config.call_timeout, op).await {
             Ok(r) => r,
             Err(_) => Err(PersistenceError::Unavailable(format!(
@@ -160,7 +168,33 @@ impl CircuitBreaker {
             ))),
         };
         self.record(matches!(result, Err(ref e) if e.is_unavailable()));
+        trial.armed = false;
         result
+    }
+}
+
+/// The half-open trial call, as long as it has not ended.
+///
+/// A caller may drop its call future before the call ends: a timeout around a recovery, an entity
+/// killed while it recovers, a coordinator that stops waiting for its remembered ids. Were the
+/// breaker left half-open then, it would refuse every later call with "a trial call is in flight"
+/// for good, and every entity of the node would fail to start. Dropping an armed trial therefore
+/// returns the breaker to open with no wait left, so that the next call is the new trial.
+struct Trial<'a> {
+    breaker: &'a CircuitBreaker,
+    armed: bool,
+}
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut st = self.breaker.lock();
+            if *st == BreakerState::HalfOpen {
+                *st = BreakerState::Open {
+                    until: Instant::now(),
+                };
+            }
+        }
     }
 }
 
@@ -373,6 +407,30 @@ mod tests {
                 .await;
         }
         assert!(!cb.is_open());
+    }
+
+    #[tokio::test]
+    async fn a_trial_call_dropped_unfinished_does_not_leave_the_breaker_half_open() {
+        let cb = CircuitBreaker::new(CircuitBreakerConfig {
+            max_failures: 1,
+            reset_timeout: Duration::from_millis(20),
+            call_timeout: Duration::from_secs(60),
+        });
+        let down = async { Err::<(), _>(PersistenceError::Unavailable("down".into())) };
+        assert!(cb.call(down).await.is_err());
+        assert!(cb.is_open());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The trial call is admitted, then its caller stops waiting for it.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(20),
+            cb.call(std::future::pending::<Result<()>>()),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the trial call should still be pending");
+        // The next call is the new trial; it succeeds and closes the breaker.
+        cb.call(async { Ok(()) }).await.unwrap();
+        assert!(!cb.is_open());
+        assert_eq!(*cb.lock(), BreakerState::Closed { failures: 0 });
     }
 
     #[tokio::test]
