@@ -1,9 +1,10 @@
 //! The conformance suite (the Akka Persistence TCK cases), written once for every backend.
 //!
 //! This module owns the behaviour every backend must show: replay bounds and limits, highest
-//! sequence number across deletion, atomic and rejected writes, snapshot selection and deletion,
-//! and events by tag (current, live, exclusive offset, resume after a restart, persistence ids,
-//! and no lost or repeated event under concurrent writers). A backend crate implements
+//! sequence number across deletion, atomic and rejected writes, a retried write meeting its own
+//! stored events, snapshot selection and deletion, and events by tag (current, live, exclusive
+//! offset, resume after a restart, persistence ids, and no lost or repeated event under
+//! concurrent writers). A backend crate implements
 //! [`TckBackend`] for a fixture and expands [`crate::tck_suite!`] in a test file, which turns every
 //! case into its own `#[tokio::test]`.
 
@@ -14,12 +15,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::error::PersistenceError;
+use crate::error::{PersistenceError, Result};
 use crate::query::{current_events_by_tag, events_by_tag};
 use crate::repr::{
     AtomicWrite, EventEnvelope, MAX_SEQUENCE_NR, Offset, Payload, PersistentRepr, SnapshotData,
     SnapshotMetadata, SnapshotSelectionCriteria,
 };
+use crate::resilience::{CircuitBreakerConfig, ResilientJournal, RetryPolicy};
 use crate::traits::{EventsByTagQuery, Journal, SnapshotStore};
 
 /// A backend under test: a fixture that owns one storage (a temp dir, a database) and opens
@@ -66,6 +68,7 @@ macro_rules! tck_suite {
             highest_sequence_nr_without_replay, no_replay_of_deleted_messages,
             highest_sequence_nr_not_reset_by_deletion, atomic_write_of_several_events,
             duplicate_sequence_nr_is_rejected_alone, payload_round_trips_structured_data,
+            retried_write_whose_answer_was_lost_is_stored_once,
             snapshot_none_for_unknown_id, snapshot_criteria_by_sequence_nr,
             snapshot_criteria_by_timestamp, snapshot_latest, snapshot_latest_under_bounds,
             snapshot_delete_one, snapshot_delete_by_criteria, snapshot_overwrite_same_sequence_nr,
@@ -346,6 +349,80 @@ pub async fn payload_round_trips_structured_data<B: TckBackend>(b: &B) {
     assert_same_event(&got[0], &e);
     assert_same_event(&got[1], &scalar);
     assert_same_event(&got[2], &array);
+}
+
+/// A journal that stores the first write it is given and then reports the store unavailable,
+/// as when the answer is lost on the network; every other call passes through.
+pub struct LosesFirstAnswer<J: ?Sized> {
+    inner: Arc<J>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl<J: ?Sized> LosesFirstAnswer<J> {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<J>) -> Self {
+        LosesFirstAnswer {
+            inner,
+            lost: false.into(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<J: Journal + ?Sized> Journal for LosesFirstAnswer<J> {
+    async fn write_messages(&self, writes: Vec<AtomicWrite>) -> Result<Vec<Result<()>>> {
+        let r = self.inner.write_messages(writes).await?;
+        if !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(PersistenceError::Unavailable("connection reset".into()));
+        }
+        Ok(r)
+    }
+    async fn replay_messages(
+        &self,
+        p: &str,
+        f: u64,
+        t: u64,
+        m: u64,
+    ) -> Result<Vec<PersistentRepr>> {
+        self.inner.replay_messages(p, f, t, m).await
+    }
+    async fn highest_sequence_nr(&self, p: &str, f: u64) -> Result<u64> {
+        self.inner.highest_sequence_nr(p, f).await
+    }
+    async fn delete_messages_to(&self, p: &str, t: u64) -> Result<()> {
+        self.inner.delete_messages_to(p, t).await
+    }
+}
+
+/// A write that was stored but whose answer was lost, retried by [`ResilientJournal`], meets
+/// its own events and is reported stored, not rejected. The retry recognises them by the data
+/// this backend gives back, which need not be the text written: the payload's keys are in the
+/// order serde writes a struct's fields, not sorted.
+pub async fn retried_write_whose_answer_was_lost_is_stored_once<B: TckBackend>(b: &B) {
+    let s = b.open().await;
+    let pid = unique("lost-answer");
+    let mut e = event(&pid, 1, &[]);
+    e.payload =
+        Payload::from_json(r#"{"seq":1,"price":101.25,"id":"b-1","at":{"z":1,"a":[2,0.5]}}"#)
+            .unwrap();
+    let journal = ResilientJournal::new(
+        Arc::new(LosesFirstAnswer::new(s.clone())),
+        RetryPolicy {
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+        },
+        CircuitBreakerConfig::default(),
+    );
+    let r = journal.write_messages(vec![single(e.clone())]).await;
+    let r = r.expect("write call");
+    assert!(r[0].is_ok(), "own earlier write reported as {:?}", r[0]);
+    let stored = s
+        .replay_messages(&pid, 1, u64::MAX, u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_same_event(&stored[0], &e);
 }
 
 fn snap(pid: &str, seq: u64, ts: i64) -> (SnapshotMetadata, SnapshotData) {
