@@ -6,8 +6,8 @@
 //! A retried write can meet its own earlier attempt (the store stored it but the answer was
 //! lost); [`ResilientJournal`] recognises that case by the writer id and payload of the stored
 //! events (their data, not their text, which a document store re-encodes) and reports success
-//! instead of a false rejection; when it cannot read them to tell, it reports the store
-//! unavailable, not a rejection.
+//! instead of a false rejection; when it cannot read them to tell, it reports the error of that
+//! read, not a rejection.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -287,7 +287,14 @@ impl<J: Journal + ?Sized> Journal for ResilientJournal<J> {
                         for (r, w) in results.iter_mut().zip(&writes) {
                             if matches!(r, Err(e) if e.is_rejected()) {
                                 match self.is_own_earlier_write(w).await {
-                                    Ok(true) => *r = Ok(()),
+                                    Ok(true) => {
+                                        tracing::info!(
+                                            persistence_id = w.persistence_id(),
+                                            sequence_nr = w.lowest_sequence_nr(),
+                                            "a retried write found its earlier attempt stored (the answer had been lost); it counts as stored"
+                                        );
+                                        *r = Ok(());
+                                    }
                                     Ok(false) => {}
                                     // Whose events those are is unknown: say that, rather
                                     // than report a rejection that may be false.
